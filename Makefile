@@ -1,0 +1,50 @@
+# notes-platform developer loop. Quick start: `make run`, `make test` (see README.md).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv comes from PATH, or is bootstrapped with pip on first use.
+UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
+export UV_PYTHON_DOWNLOADS := never
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap sync run test chaos lint fmt schemas bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+bootstrap: ## install uv with pip if it is missing
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet "uv>=0.9,<0.14"
+
+sync: bootstrap ## install every workspace member and the dev tools from uv.lock
+	$(UV) sync --locked --all-packages
+
+run: sync ## start every service locally (see scripts/run.sh)
+	@bash scripts/run.sh
+
+test: sync ## all tests except the long chaos suite (needs REDIS_URL/DATABASE_URL or Docker)
+	$(UV) run --locked pytest -m "not chaos" $(PYTEST_ARGS)
+
+chaos: sync ## full-size and process-killing tests
+	$(UV) run --locked pytest -m chaos $(PYTEST_ARGS); rc=$$?; \
+		if [ $$rc -eq 5 ]; then echo "chaos: no chaos tests collected"; exit 0; fi; exit $$rc
+
+lint: sync ## ruff, ruff format --check, mypy, import-linter, workflow schema
+	$(UV) run --locked ruff check .
+	$(UV) run --locked ruff format --check .
+	$(UV) run --locked mypy
+	$(UV) run --locked lint-imports
+	$(UV) run --locked check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+fmt: sync ## apply ruff's fixes and formatting
+	$(UV) run --locked ruff check --fix .
+	$(UV) run --locked ruff format .
+
+schemas: sync ## export every event's JSON Schema to docs/events/
+	$(UV) run --locked python scripts/export_schemas.py
+
+bench: sync ## throughput/latency benchmarks; figures in .bench/results.json
+	$(UV) run --locked python -m bench
+
+clean: ## remove caches and the virtualenv
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .bench

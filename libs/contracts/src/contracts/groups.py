@@ -1,0 +1,60 @@
+"""The platform's services and the (stream, consumer group) pairs each one reads."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from contracts import streams
+from contracts.status import JobType
+from contracts.streams import job_streams
+
+
+class Service(StrEnum):
+    """A deployable process; its value is also its default ``OTEL_SERVICE_NAME``."""
+
+    NOTES_API = "notes-api"
+    NOTES_API_WORKER = "notes-api-worker"
+    ARCHIVER = "archiver"
+    SCHEDULER = "scheduler"
+    FANOUT = "fanout"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerGroup:
+    """One consumer group on one stream, created at id ``0`` with MKSTREAM at service start."""
+
+    stream: str
+    group: str
+    service: Service
+    handler_hint: str
+    """Name of the handler that serves the stream (documentation, not a lookup key)."""
+
+
+def _reads(service: Service, handler_hint: str, *stream_names: str) -> tuple[ConsumerGroup, ...]:
+    # Every service uses one group, named after itself, on every stream it reads.
+    return tuple(ConsumerGroup(s, str(service), service, handler_hint) for s in stream_names)
+
+
+CONSUMER_GROUPS: tuple[ConsumerGroup, ...] = (
+    *_reads(Service.ARCHIVER, "store_note_version", streams.NOTES_CREATED, streams.NOTES_UPDATED),
+    *_reads(Service.ARCHIVER, "record_note_deletion", streams.NOTES_DELETED),
+    *_reads(Service.ARCHIVER, "archive_note", *job_streams(JobType.ARCHIVE)),
+    *_reads(Service.ARCHIVER, "copy_note", *job_streams(JobType.COPY)),
+    *_reads(Service.FANOUT, "expand_bulk_archive_chunk", *job_streams(JobType.BULK_ARCHIVE_CHUNK)),
+    *_reads(Service.NOTES_API_WORKER, "mark_note_archived", streams.NOTES_ARCHIVED),
+    *_reads(Service.NOTES_API_WORKER, "insert_copied_note", streams.NOTES_COPY_COMPLETED),
+    *_reads(Service.NOTES_API_WORKER, "record_job_status", streams.JOBS_LIFECYCLE),
+    *_reads(Service.NOTES_API_WORKER, "auto_archive_notes", streams.COMMANDS_AUTO_ARCHIVE),
+    *_reads(
+        Service.NOTES_API_WORKER,
+        "purge_expired_idempotency_keys",
+        streams.COMMANDS_PURGE_IDEMPOTENCY_KEYS,
+    ),
+    *_reads(Service.SCHEDULER, "hold_delayed_job", streams.JOBS_DELAYED),
+)
+"""Every (stream, group) pair on the platform."""
+
+
+def groups_for(service: Service | str) -> tuple[ConsumerGroup, ...]:
+    """Return the consumer groups a service must create and read."""
+    wanted = Service(service)
+    return tuple(g for g in CONSUMER_GROUPS if g.service is wanted)

@@ -1,0 +1,81 @@
+"""Stream names, consumer groups and the catalogue agree with each other."""
+
+import pytest
+
+from contracts import (
+    CATALOGUE,
+    CONSUMER_GROUPS,
+    EVENT_TYPES,
+    KNOWN_STREAMS,
+    PRIORITY_WEIGHTS,
+    JobType,
+    Priority,
+    Service,
+    dead_letter_stream,
+    groups_for,
+    job_stream,
+    job_streams,
+)
+
+
+def test_job_stream_names_carry_type_and_priority() -> None:
+    assert job_stream(JobType.ARCHIVE, Priority.CRITICAL) == "jobs.archive.critical"
+    assert job_stream("bulk_archive_chunk", "low") == "jobs.bulk_archive_chunk.low"
+
+
+def test_job_streams_are_ordered_critical_default_low() -> None:
+    assert job_streams(JobType.COPY) == ("jobs.copy.critical", "jobs.copy.default", "jobs.copy.low")
+
+
+def test_bulk_archive_parent_has_no_stream() -> None:
+    with pytest.raises(ValueError, match="not queued"):
+        job_stream(JobType.BULK_ARCHIVE, Priority.DEFAULT)
+
+
+def test_unknown_priority_is_rejected() -> None:
+    with pytest.raises(ValueError, match="urgent"):
+        job_stream(JobType.ARCHIVE, "urgent")
+
+
+def test_dead_letter_stream_appends_dlq() -> None:
+    assert dead_letter_stream("jobs.archive.low") == "jobs.archive.low.dlq"
+
+
+def test_priority_weights_are_six_three_one() -> None:
+    assert [PRIORITY_WEIGHTS[p] for p in Priority] == [6, 3, 1]
+
+
+def test_every_declared_group_reads_a_known_stream() -> None:
+    unknown = [g for g in CONSUMER_GROUPS if g.stream not in KNOWN_STREAMS]
+    assert unknown == []
+
+
+def test_stream_group_pairs_are_unique() -> None:
+    pairs = [(g.stream, g.group) for g in CONSUMER_GROUPS]
+    assert len(pairs) == len(set(pairs))
+
+
+def test_every_event_in_the_catalogue_has_a_unique_type() -> None:
+    names = [spec.type_name for spec in CATALOGUE]
+    assert len(names) == len(set(names)) == len(EVENT_TYPES)
+    assert all(name.endswith(".v1") for name in names)
+
+
+def test_catalogue_streams_are_known_streams() -> None:
+    assert {s for spec in CATALOGUE for s in spec.streams} <= KNOWN_STREAMS
+
+
+def test_catalogued_consumers_have_a_group_on_each_stream_and_vice_versa() -> None:
+    catalogued = {(s, c) for spec in CATALOGUE for s in spec.streams for c in spec.consumers}
+    declared = {(g.stream, g.service) for g in CONSUMER_GROUPS}
+    assert catalogued == declared
+
+
+def test_groups_for_a_service_lists_only_its_groups() -> None:
+    scheduler = groups_for("scheduler")
+    assert [(g.stream, g.group) for g in scheduler] == [("jobs.delayed.v1", "scheduler")]
+    assert {g.stream for g in groups_for(Service.FANOUT)} == set(
+        job_streams(JobType.BULK_ARCHIVE_CHUNK)
+    )
+    assert len(groups_for(Service.ARCHIVER)) == 9
+    assert groups_for(Service.NOTES_API) == ()

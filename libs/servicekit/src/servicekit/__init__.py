@@ -1,0 +1,44 @@
+"""servicekit: the cross-cutting machinery every notes-platform service is built from.
+
+Settings, structured logging, tracing, metrics, the ops endpoint, the FastStream broker and (in
+:mod:`servicekit.jobs`) the reliable job runtime. It knows no service.
+"""
+
+from servicekit.broker import create_broker, event_headers, publish_event
+from servicekit.connections import create_database_engine, create_redis, redis_ssl_context
+from servicekit.errors import ErrorKind, PermanentError, TransientError, classify
+from servicekit.keys import StreamKeys
+from servicekit.lifecycle import run_until_stopped
+from servicekit.logs import configure_logging, get_logger
+from servicekit.ops import OpsServer, Readiness, ReadinessCheck
+from servicekit.settings import ServiceSettings, asyncpg_url, redact_url
+from servicekit.telemetry import Telemetry, setup_telemetry
+from servicekit.wire import JSONMessageFormat, decode_envelope, encode_envelope
+
+__all__ = [
+    "ErrorKind",
+    "JSONMessageFormat",
+    "OpsServer",
+    "PermanentError",
+    "Readiness",
+    "ReadinessCheck",
+    "ServiceSettings",
+    "StreamKeys",
+    "Telemetry",
+    "TransientError",
+    "asyncpg_url",
+    "classify",
+    "configure_logging",
+    "create_broker",
+    "create_database_engine",
+    "create_redis",
+    "decode_envelope",
+    "encode_envelope",
+    "event_headers",
+    "get_logger",
+    "publish_event",
+    "redact_url",
+    "redis_ssl_context",
+    "run_until_stopped",
+    "setup_telemetry",
+]

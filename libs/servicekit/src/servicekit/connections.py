@@ -1,0 +1,48 @@
+"""Clients for the platform's two stores, built from settings."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from servicekit.settings import ServiceSettings, asyncpg_url
+
+__all__ = ["create_database_engine", "create_redis", "redis_ssl_context"]
+
+
+def redis_ssl_context(settings: ServiceSettings) -> ssl.SSLContext | None:
+    """Return a TLS context for ``rediss://`` URLs, trusting ``REDIS_CA_CERT`` when set."""
+    if not settings.redis_url.startswith("rediss://"):
+        return None
+    return ssl.create_default_context(cafile=settings.redis_ca_cert)
+
+
+def create_redis(settings: ServiceSettings, *, timeout: float = 5.0) -> Redis:
+    """Create an asyncio Redis client (hiredis parser when installed) for ``REDIS_URL``."""
+    extra: dict[str, Any] = {}
+    if settings.redis_url.startswith("rediss://") and settings.redis_ca_cert:
+        extra["ssl_ca_certs"] = settings.redis_ca_cert
+    client: Redis = Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        **extra,
+    )
+    return client
+
+
+def create_database_engine(settings: ServiceSettings, *, pool_timeout: float = 2.0) -> AsyncEngine:
+    """Create an asyncpg-backed SQLAlchemy engine that fails fast when PostgreSQL is down.
+
+    ``pool_timeout`` and the connect timeout bound how long a request waits, so an outage is
+    answered with an error in seconds instead of a hanging pool.
+    """
+    return create_async_engine(
+        asyncpg_url(settings.require_database_url()),
+        pool_pre_ping=True,
+        pool_timeout=pool_timeout,
+        connect_args={"timeout": pool_timeout, "command_timeout": 30},
+    )

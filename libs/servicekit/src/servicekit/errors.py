@@ -1,0 +1,42 @@
+"""Error classes that decide what the runtime does with a failed message."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+
+from pydantic import ValidationError
+
+__all__ = ["ErrorKind", "PermanentError", "TransientError", "classify"]
+
+
+class PermanentError(Exception):
+    """Retrying cannot help: the message goes to the dead-letter stream on first delivery.
+
+    Raise it for a request that is invalid for business reasons (owner mismatch, unknown note
+    kind). The platform's equivalent of Asynq's ``SkipRetry``.
+    """
+
+
+class TransientError(Exception):
+    """Retrying may help (a dependency is down, a version has not arrived yet)."""
+
+
+class ErrorKind(StrEnum):
+    """How the runtime routes a failure."""
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """Send undecodable, invalid or explicitly permanent failures to dead letters, others to retry.
+
+    A handler timeout (``TimeoutError``) and every unknown exception are transient: retrying a
+    permanent failure costs a few attempts, dead-lettering a transient one loses work.
+    """
+    if isinstance(
+        exc, PermanentError | ValidationError | UnicodeDecodeError | json.JSONDecodeError
+    ):
+        return ErrorKind.PERMANENT
+    return ErrorKind.TRANSIENT

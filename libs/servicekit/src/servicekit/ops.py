@@ -1,0 +1,141 @@
+"""The ops endpoint every process serves on ``OPS_PORT``: ``/metrics``, ``/healthz``, ``/readyz``.
+
+A deliberately tiny HTTP/1.1 server on asyncio's streams: three GET routes need no framework, and
+running it inside the service's own event loop means it shares the process's signal handling and
+shuts down with it (uvicorn's embedded server installs its own signal handlers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import (
+    CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE,
+)
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from servicekit.metrics import CONTENT_TYPE_LATEST, render_metrics
+
+__all__ = ["OpsServer", "Readiness", "ReadinessCheck"]
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+"""An async callable that raises (or times out) when its dependency is unavailable."""
+
+
+@dataclass
+class Readiness:
+    """The named checks behind ``/readyz`` plus a latch that the process can trip.
+
+    ``fail(reason)`` makes the process report not-ready for good (for example when its consumer
+    group vanished) so an orchestrator replaces it instead of leaving it running green.
+    """
+
+    checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
+    timeout: float = 1.0
+    failed_reason: str | None = None
+
+    def fail(self, reason: str) -> None:
+        """Latch not-ready with ``reason``."""
+        self.failed_reason = reason
+
+    async def evaluate(self) -> tuple[bool, dict[str, str]]:
+        """Run every check concurrently; return (ready, per-check outcome)."""
+        names = list(self.checks)
+        results = await asyncio.gather(
+            *(asyncio.wait_for(self.checks[n](), self.timeout) for n in names),
+            return_exceptions=True,
+        )
+        outcome = {
+            name: "ok"
+            if not isinstance(result, BaseException)
+            else f"error: {type(result).__name__}"
+            for name, result in zip(names, results, strict=True)
+        }
+        if self.failed_reason is not None:
+            outcome["process"] = f"error: {self.failed_reason}"
+        return all(v == "ok" for v in outcome.values()), outcome
+
+
+class OpsServer:
+    """Serve metrics, liveness and readiness for one process."""
+
+    def __init__(
+        self,
+        *,
+        registry: CollectorRegistry,
+        readiness: Readiness,
+        host: str = "0.0.0.0",  # noqa: S104 - scraped from other containers
+        port: int = 9100,
+    ) -> None:
+        self.registry = registry
+        self.readiness = readiness
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Start listening (port 0 picks a free port; read it back from ``port``)."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and close open connections."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            self._server = None
+
+    async def __aenter__(self) -> OpsServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.stop()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            request_line, _, header_block = request.decode("latin-1").partition("\r\n")
+            method, path, *_ = [*request_line.split(" "), "", ""][:3]
+            accept = ""
+            for line in header_block.split("\r\n"):
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "accept":
+                    accept = value
+            status, content_type, body = await self._route(method, path.split("?")[0], accept)
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode("latin-1") + (b"" if method == "HEAD" else body))
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _route(self, method: str, path: str, accept: str) -> tuple[str, str, bytes]:
+        if method not in {"GET", "HEAD"}:
+            return "405 Method Not Allowed", "text/plain", b"method not allowed\n"
+        if path == "/metrics":
+            if "application/openmetrics-text" in accept:
+                # OpenMetrics is the format that carries exemplars (trace ids on histograms).
+                metrics: bytes = generate_openmetrics(self.registry)  # type: ignore[no-untyped-call]
+                return "200 OK", OPENMETRICS_CONTENT_TYPE, metrics
+            return "200 OK", CONTENT_TYPE_LATEST, render_metrics(self.registry)
+        if path == "/healthz":
+            return "200 OK", "application/json", b'{"status":"ok"}'
+        if path == "/readyz":
+            ready, checks = await self.readiness.evaluate()
+            body = json.dumps({"status": "ready" if ready else "not ready", "checks": checks})
+            status = "200 OK" if ready else "503 Service Unavailable"
+            return status, "application/json", body.encode()
+        return "404 Not Found", "text/plain", b"not found\n"

@@ -1,0 +1,117 @@
+"""pytest plugin with real Redis and PostgreSQL for integration tests.
+
+Enable it with ``pytest_plugins = ["servicekit.testing"]`` in a ``conftest.py``. Where the servers
+come from, in order: ``REDIS_URL`` / ``DATABASE_URL`` from the environment; otherwise
+testcontainers, where a Docker engine answers; otherwise the test fails and says what to set.
+
+Each test gets its own Redis key prefix (pass it as ``STREAM_PREFIX``) and its own freshly created
+PostgreSQL database, so tests can run in parallel (``pytest -n auto``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from redis.asyncio import Redis
+
+__all__ = [
+    "database_url",
+    "postgres_admin_url",
+    "redis_client",
+    "redis_url",
+    "stream_prefix",
+]
+
+_MISSING = (
+    "{var} is not set and no Docker engine is available for testcontainers. "
+    "Set {var} to a running server, e.g. {var}={example}"
+)
+
+
+def _docker_available() -> bool:
+    host = os.environ.get("DOCKER_HOST")
+    if host:
+        return True
+    return Path("/var/run/docker.sock").exists()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real Redis 7 server shared by the session."""
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    if not _docker_available():
+        pytest.fail(
+            _MISSING.format(var="REDIS_URL", example="redis://127.0.0.1:6379/0"), pytrace=False
+        )
+    from testcontainers.redis import RedisContainer
+
+    with RedisContainer("redis:7.0") as container:
+        host = container.get_container_host_ip()
+        yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+
+
+@pytest.fixture
+def stream_prefix() -> str:
+    """A key prefix no other test uses; pass it as ``STREAM_PREFIX``."""
+    return f"test:{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+async def redis_client(redis_url: str, stream_prefix: str) -> AsyncIterator[Redis]:
+    """A client for the test's Redis; the test's keys are deleted afterwards."""
+    client = Redis.from_url(redis_url)
+    yield client
+    async for key in client.scan_iter(match=f"*{stream_prefix}*", count=1000):
+        await client.unlink(key)
+    await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """URL of a real PostgreSQL 15 server, connected to a database that may create others."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    if not _docker_available():
+        pytest.fail(
+            _MISSING.format(
+                var="DATABASE_URL", example="postgresql://postgres@127.0.0.1:5432/postgres"
+            ),
+            pytrace=False,
+        )
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:15", driver=None) as container:
+        yield container.get_connection_url()
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@pytest.fixture
+async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
+    """A fresh, empty database for this test (dropped afterwards); a plain postgresql:// URL."""
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(postgres_admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    yield _with_database(postgres_admin_url, name)
+    admin = await asyncpg.connect(postgres_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
