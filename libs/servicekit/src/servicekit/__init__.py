@@ -6,7 +6,7 @@ Settings, structured logging, tracing, metrics, the ops endpoint, the FastStream
 
 from servicekit.broker import create_broker, event_headers, publish_event
 from servicekit.connections import create_database_engine, create_redis, redis_ssl_context
-from servicekit.errors import ErrorKind, PermanentError, TransientError, classify
+from servicekit.errors import ErrorKind, PermanentError, SkipJob, TransientError, classify
 from servicekit.keys import StreamKeys
 from servicekit.lifecycle import run_until_stopped
 from servicekit.logs import configure_logging, get_logger
@@ -16,6 +16,7 @@ from servicekit.telemetry import Telemetry, setup_telemetry
 from servicekit.wire import JSONMessageFormat, decode_envelope, encode_envelope
 
 __all__ = [
+    "SkipJob",
     "ErrorKind",
     "JSONMessageFormat",
     "OpsServer",

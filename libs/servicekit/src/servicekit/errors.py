@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import ValidationError
 
-__all__ = ["ErrorKind", "PermanentError", "TransientError", "classify"]
+__all__ = ["ErrorKind", "PermanentError", "SkipJob", "TransientError", "classify"]
 
 
 class PermanentError(Exception):
@@ -20,6 +20,10 @@ class PermanentError(Exception):
 
 class TransientError(Exception):
     """Retrying may help (a dependency is down, a version has not arrived yet)."""
+
+
+class SkipJob(Exception):  # noqa: N818 - it is an outcome, not an error
+    """The job cannot apply any more (its note was deleted): acknowledge it and report skipped."""
 
 
 class ErrorKind(StrEnum):

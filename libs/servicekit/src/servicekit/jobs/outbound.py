@@ -1,0 +1,153 @@
+"""Batched writes of the consumer: acknowledgements, lifecycle events and dead letters.
+
+Successful entries are acknowledged in batches: one pipeline carries every XACK and lifecycle XADD
+gathered since the last flush. It is flushed before each read and by a timer, so a burst pays one
+round trip per batch instead of one per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from datetime import UTC, datetime
+
+import structlog
+from redis.asyncio import Redis
+
+from servicekit.jobs.delivery import AttemptHistory, Delivery
+
+__all__ = ["Outbound"]
+
+_log = structlog.stdlib.get_logger("servicekit.jobs")
+
+
+class Outbound:
+    """Buffers acks and lifecycle entries; writes dead letters at once."""
+
+    def __init__(self, redis: Redis, *, flush_interval: float = 0.01) -> None:
+        self.redis = redis
+        self.flush_interval = flush_interval
+        self._acks: dict[tuple[str, str], list[bytes]] = {}
+        self._clear: dict[str, list[bytes]] = {}
+        self._entries: list[tuple[str, dict[str, bytes]]] = []
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    def ack(
+        self,
+        stream_key: str,
+        group: str,
+        entry_id: bytes,
+        *,
+        clear_history: bool,
+        attempts_key: str,
+    ) -> None:
+        """Queue an acknowledgement (and removal of the entry's failure history)."""
+        self._acks.setdefault((stream_key, group), []).append(entry_id)
+        if clear_history:
+            self._clear.setdefault(attempts_key, []).append(entry_id)
+        self._wake.set()
+
+    def add_entry(self, stream_key: str, fields: dict[str, bytes]) -> None:
+        """Queue an XADD (a lifecycle event) for the next flush."""
+        self._entries.append((stream_key, fields))
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Buffered writes not yet sent."""
+        return sum(len(v) for v in self._acks.values()) + len(self._entries)
+
+    async def flush(self) -> None:
+        """Send everything buffered in one pipeline."""
+        if not (self._acks or self._entries):
+            return
+        async with self._lock:
+            acks, clear, entries = self._acks, self._clear, self._entries
+            self._acks, self._clear, self._entries = {}, {}, []
+            if not (acks or entries):
+                return
+            try:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    # Lifecycle entries first: a "succeeded" event is never lost behind its ack.
+                    for key, fields in entries:
+                        pipe.xadd(key, fields)  # type: ignore[arg-type]
+                    for (key, group), ids in acks.items():
+                        pipe.xack(key, group, *ids)
+                    for key, ids in clear.items():
+                        pipe.hdel(key, *ids)
+                    await pipe.execute()
+            except BaseException:
+                # Put them back: unacknowledged entries would otherwise wait for a reclaim.
+                for pair, ids in acks.items():
+                    self._acks.setdefault(pair, []).extend(ids)
+                for key, ids in clear.items():
+                    self._clear.setdefault(key, []).extend(ids)
+                self._entries[:0] = entries
+                raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush on a short timer until ``stop``; then flush what is left."""
+        while not stop.is_set():
+            self._wake.clear()
+            if self.pending:
+                try:
+                    await self.flush()
+                except (ConnectionError, OSError) as exc:
+                    _log.warning("jobs.flush_failed", error=str(exc))
+                await asyncio.sleep(self.flush_interval)
+                continue
+            waiter = asyncio.create_task(self._wake.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            await asyncio.sleep(self.flush_interval)
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+    async def dead_letter(
+        self,
+        delivery: Delivery,
+        *,
+        group: str,
+        consumer: str,
+        history: AttemptHistory,
+        trace_id: str,
+        span_id: str,
+        dead_letters_key: str,
+        retry_key: str,
+        attempts_key: str,
+    ) -> str:
+        """Write the entry to its dead-letter stream, then acknowledge it; return the DLQ id.
+
+        Two steps in one pipeline, in order: if the connection drops between them the entry is
+        redelivered and dead-lettered again (a duplicate dead letter, never a lost message).
+        """
+        last = history.errors[-1] if history.errors else {}
+        fields: dict[str, str | bytes] = {
+            **{k.decode(): v for k, v in delivery.fields.items()},
+            "source_stream": delivery.stream,
+            "source_id": delivery.entry_id.decode(),
+            "group": group,
+            "consumer": consumer,
+            "error_class": str(last.get("error_class", "")),
+            "error_message": str(last.get("error_message", "")),
+            "attempts": str(history.failures),
+            "deliveries": str(delivery.deliveries),
+            "first_failed_at": history.first_failed_at or "",
+            "last_failed_at": history.last_failed_at or "",
+            "dead_lettered_at": datetime.now(UTC).isoformat(),
+            "errors": json.dumps(history.errors),
+            "trace_id": trace_id,
+            "span_id": span_id,
+        }
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xadd(dead_letters_key, fields)  # type: ignore[arg-type]
+            pipe.xack(delivery.stream_key, group, delivery.entry_id)
+            pipe.zrem(retry_key, delivery.entry_id)
+            pipe.hdel(attempts_key, delivery.entry_id)
+            results = await pipe.execute()
+        dead_letter_id = results[0]
+        return dead_letter_id.decode() if isinstance(dead_letter_id, bytes) else str(dead_letter_id)

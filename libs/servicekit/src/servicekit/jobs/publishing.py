@@ -1,0 +1,38 @@
+"""Putting work on streams: publish an event, enqueue a job at a priority, pause a group."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from contracts import Event, JobRequest, Priority, job_stream
+from servicekit.jobs.codec import encode_event
+from servicekit.jobs.maintenance import pause_key
+from servicekit.keys import StreamKeys
+
+__all__ = ["enqueue", "pause_group", "publish", "resume_group"]
+
+
+async def publish(redis: Redis, keys: StreamKeys, stream: str, event: Event) -> str:
+    """Append ``event`` to the contracts stream ``stream``; return the entry id.
+
+    The current trace context goes into the headers, so the consumer's span joins this trace.
+    """
+    entry_id = await redis.xadd(keys.stream(stream), encode_event(event))  # type: ignore[arg-type]
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def enqueue(
+    redis: Redis, keys: StreamKeys, request: JobRequest, priority: Priority = Priority.DEFAULT
+) -> str:
+    """Enqueue a job request on its type's stream for ``priority``; return the entry id."""
+    return await publish(redis, keys, job_stream(request.JOB_TYPE, priority), request)
+
+
+async def pause_group(redis: Redis, keys: StreamKeys, stream: str, group: str) -> None:
+    """Pause ``group`` on ``stream``: workers take no new entries within seconds."""
+    await redis.set(pause_key(keys, stream, group), "1")
+
+
+async def resume_group(redis: Redis, keys: StreamKeys, stream: str, group: str) -> None:
+    """Resume a paused group."""
+    await redis.delete(pause_key(keys, stream, group))

@@ -1,0 +1,69 @@
+"""Lua scripts that move pending entries between consumers atomically.
+
+Each touches one stream and its companion keys (``{<stream>}:retry``, ``{<stream>}:attempts``),
+which share the stream's hash slot, so the scripts run unchanged on Redis Cluster. Every claimed
+entry is returned as ``{id, fields, attempts-json or false, deliveries}``.
+"""
+
+from __future__ import annotations
+
+# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, now_ms, count.
+# Claims retries that are due. ZREM decides the winner when replicas race for the same entry.
+CLAIM_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(due) do
+  if redis.call('ZREM', KEYS[2], id) == 1 then
+    local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
+    if claimed[1] then
+      local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+      local deliveries = 1
+      if p[1] then deliveries = p[1][4] end
+      table.insert(out, {id, claimed[1][2], redis.call('HGET', KEYS[3], id), deliveries})
+    else
+      redis.call('HDEL', KEYS[3], id)
+    end
+  end
+end
+return out
+"""
+
+# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, min_idle_ms, count, only_mine.
+# Claims entries idle longer than the visibility timeout (their consumer died or hangs), except
+# those waiting for a retry. XCLAIM's min-idle check makes racing reclaimers safe.
+RECLAIM_IDLE = """
+local pending
+if ARGV[5] == '1' then
+  pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+',
+                       tonumber(ARGV[4]), ARGV[2])
+else
+  pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+',
+                       tonumber(ARGV[4]))
+end
+local out = {}
+for _, p in ipairs(pending) do
+  local id = p[1]
+  if not redis.call('ZSCORE', KEYS[2], id) then
+    local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), id)
+    if claimed[1] then
+      table.insert(out, {id, claimed[1][2], redis.call('HGET', KEYS[3], id), p[4] + 1})
+    end
+  end
+end
+return out
+"""
+
+# KEYS: stream. ARGV: group, consumer, idle_ms, ids...
+# Resets (idle_ms = 0: extends the lease) or raises (releases) the idle time of entries this
+# consumer still owns, without touching entries another consumer has claimed meanwhile.
+SET_IDLE = """
+local n = 0
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', tonumber(ARGV[3]), 'JUSTID')
+    n = n + 1
+  end
+end
+return n
+"""
