@@ -6,37 +6,47 @@ Settings, structured logging, tracing, metrics, the ops endpoint, the FastStream
 
 from servicekit.broker import create_broker, event_headers, publish_event
 from servicekit.connections import create_database_engine, create_redis, redis_ssl_context
+from servicekit.dedupe import RedisDedupe
 from servicekit.errors import ErrorKind, PermanentError, SkipJob, TransientError, classify
 from servicekit.keys import StreamKeys
 from servicekit.lifecycle import run_until_stopped
 from servicekit.logs import configure_logging, get_logger
 from servicekit.ops import OpsServer, Readiness, ReadinessCheck
+from servicekit.outbox import OutboxRelay, add_to_outbox, create_outbox_tables, ensure_outbox_tables
 from servicekit.settings import ServiceSettings, asyncpg_url, redact_url
 from servicekit.telemetry import Telemetry, setup_telemetry
+from servicekit.transactional import HandlerTransaction, handler_transaction
 from servicekit.wire import JSONMessageFormat, decode_envelope, encode_envelope
 
 __all__ = [
-    "SkipJob",
     "ErrorKind",
+    "HandlerTransaction",
     "JSONMessageFormat",
     "OpsServer",
+    "OutboxRelay",
     "PermanentError",
     "Readiness",
     "ReadinessCheck",
+    "RedisDedupe",
     "ServiceSettings",
+    "SkipJob",
     "StreamKeys",
     "Telemetry",
     "TransientError",
+    "add_to_outbox",
     "asyncpg_url",
     "classify",
     "configure_logging",
     "create_broker",
     "create_database_engine",
+    "create_outbox_tables",
     "create_redis",
     "decode_envelope",
     "encode_envelope",
+    "ensure_outbox_tables",
     "event_headers",
     "get_logger",
+    "handler_transaction",
     "publish_event",
     "redact_url",
     "redis_ssl_context",

@@ -11,11 +11,11 @@ from typing import Any, Literal, TypeVar
 from uuid import uuid4
 
 import pytest
-from contracts import ArchiveRequested, Event
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from redis.asyncio import Redis
 
+from contracts import ArchiveRequested, Event
 from servicekit import Readiness, ServiceSettings, StreamKeys, Telemetry, setup_telemetry
 from servicekit.jobs import JobRouter, RetentionPolicy, Worker
 

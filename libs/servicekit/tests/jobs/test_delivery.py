@@ -1,6 +1,7 @@
 """Ack after effect, permanent vs transient errors, retries with backoff, dead letters."""
 
 import asyncio
+import itertools
 import time
 
 from redis.asyncio import Redis
@@ -142,7 +143,7 @@ async def test_exhausted_retries_dead_letter_after_exactly_max_attempts_with_gro
             lambda: _at_least(list_dead_letters(harness.redis, harness.keys, STREAM), 1)
         )
     assert len(attempts) == 4
-    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert gaps[0] >= 0.1
     assert gaps[1] > gaps[0]
     assert gaps[2] > gaps[1]

@@ -157,7 +157,8 @@ class StreamMaintenance:
         for info in infos:
             if int(info["pending"]) > 0:
                 summary = await self.redis.xpending(key, _text(info["name"]))
-                pending_min[_text(info["name"])] = _text(summary["min"])
+                if summary.get("min"):
+                    pending_min[_text(info["name"])] = _text(summary["min"])
         needed = safe_trim_id(infos, pending_min)
         cutoff_ms = int((time.time() - self.retention.processed_for) * 1000)
         cutoff = f"{cutoff_ms}-0"

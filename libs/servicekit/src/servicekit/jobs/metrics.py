@@ -7,6 +7,8 @@ value and dashboards take ``max by (stream, group)``.
 
 from __future__ import annotations
 
+import weakref
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["JobMetrics"]
@@ -31,8 +33,18 @@ _DURATION_BUCKETS = (
 _WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900)
 
 
+_BY_REGISTRY: weakref.WeakKeyDictionary[CollectorRegistry, JobMetrics] = weakref.WeakKeyDictionary()
+
+
 class JobMetrics:
     """The runtime's collectors, registered with one process registry."""
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry, service: str) -> JobMetrics:
+        """Return the registry's job metrics, creating them once (several workers may share)."""
+        if registry not in _BY_REGISTRY:
+            _BY_REGISTRY[registry] = cls(registry, service)
+        return _BY_REGISTRY[registry]
 
     def __init__(self, registry: CollectorRegistry, service: str) -> None:
         self.service = service

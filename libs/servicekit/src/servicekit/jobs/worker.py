@@ -69,7 +69,7 @@ class Worker:
         self.grace = grace
         self.readiness = readiness or Readiness()
         self.maintenance_interval = maintenance_interval
-        self.metrics = JobMetrics(telemetry.registry, telemetry.service)
+        self.metrics = JobMetrics.for_registry(telemetry.registry, telemetry.service)
         self.outbound = Outbound(redis)
         lifecycle = LifecycleEmitter(self.outbound, keys, producer=telemetry.service)
         tracer = telemetry.tracer_provider.get_tracer("servicekit.jobs")
@@ -173,7 +173,9 @@ class Worker:
                     for stream in self.maintenance.streams:
                         await self.maintenance.trim(stream)
                     await self.maintenance.prune_consumers()
-            except (ConnectionError, OSError) as exc:
-                _log.warning("jobs.maintenance_failed", error=str(exc))
+            except GroupLostError:
+                raise
+            except Exception as exc:  # upkeep must not stop consumption; it retries next tick
+                _log.warning("jobs.maintenance_failed", error=repr(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(halt.wait(), min(1.0, self.maintenance_interval))
