@@ -13,6 +13,7 @@ from servicekit.lifecycle import run_until_stopped
 from servicekit.logs import configure_logging, get_logger
 from servicekit.ops import OpsServer, Readiness, ReadinessCheck
 from servicekit.outbox import OutboxRelay, add_to_outbox, create_outbox_tables, ensure_outbox_tables
+from servicekit.runner import database_check, redis_check, run_worker
 from servicekit.settings import ServiceSettings, asyncpg_url, redact_url
 from servicekit.telemetry import Telemetry, setup_telemetry
 from servicekit.transactional import HandlerTransaction, handler_transaction
@@ -41,6 +42,7 @@ __all__ = [
     "create_database_engine",
     "create_outbox_tables",
     "create_redis",
+    "database_check",
     "decode_envelope",
     "encode_envelope",
     "ensure_outbox_tables",
@@ -49,7 +51,9 @@ __all__ = [
     "handler_transaction",
     "publish_event",
     "redact_url",
+    "redis_check",
     "redis_ssl_context",
     "run_until_stopped",
+    "run_worker",
     "setup_telemetry",
 ]
