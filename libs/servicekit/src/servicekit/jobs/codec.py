@@ -22,9 +22,14 @@ class UndecodableEntry(PermanentError):  # noqa: N818 - names the entry
 
 
 def decode_entry(
-    fields: dict[bytes, bytes], event_type: type[Event]
+    fields: dict[bytes, bytes], accepted: type[Event] | dict[str, type[Event]]
 ) -> tuple[Event, dict[str, Any]]:
-    """Return the typed event and headers of an entry, or raise :class:`UndecodableEntry`."""
+    """Return the typed event and headers of an entry, or raise :class:`UndecodableEntry`.
+
+    ``accepted`` is one event class, or several by type name for a stream carrying a union.
+    """
+    if isinstance(accepted, type):
+        accepted = {accepted.type_name(): accepted}
     data = fields.get(_DATA_KEY)
     if data is None:
         raise UndecodableEntry(f"entry has no {DATA_FIELD} field")
@@ -40,10 +45,14 @@ def decode_entry(
             raise UndecodableEntry(f"undecodable entry: {exc}") from exc
     if not isinstance(body, dict):
         raise UndecodableEntry("entry body is not a JSON object")
-    expected = event_type.type_name()
     declared = headers.get("event_type") or body.get("type")
-    if declared is not None and declared != expected:
-        raise UndecodableEntry(f"unknown event type {declared!r} (this route reads {expected!r})")
+    if len(accepted) == 1 and declared is None:
+        declared = next(iter(accepted))
+    event_type = accepted.get(declared) if isinstance(declared, str) else None
+    if event_type is None:
+        readable = ", ".join(repr(name) for name in accepted)
+        raise UndecodableEntry(f"unknown event type {declared!r} (this route reads {readable})")
+    expected = declared
     try:
         return event_type.model_validate(body), headers
     except ValidationError as exc:

@@ -81,6 +81,7 @@ class RouteConsumer:
         self.group = route.group
         self.streams = [(keys.stream(s.name), s.name, s.weight) for s in route.streams]
         self._contract_name = {key: name for key, name, _ in self.streams}
+        self._accepted = route.accepted
         self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._outstanding = 0
         self._space = asyncio.Event()
@@ -202,7 +203,7 @@ class RouteConsumer:
             await self._dead_letter(delivery, error, None, {})
             return
         try:
-            event, headers = decode_entry(delivery.fields, route.event_type)
+            event, headers = decode_entry(delivery.fields, self._accepted)
         except UndecodableEntry as exc:
             await self._dead_letter(delivery, exc, None, {})
             return

@@ -44,6 +44,14 @@ class Route:
     group: str
     options: JobOptions = field(default_factory=JobOptions)
 
+    also_accepts: tuple[type[Event], ...] = ()
+    """Further event classes on the same streams (a stream that carries a union)."""
+
+    @property
+    def accepted(self) -> dict[str, type[Event]]:
+        """Event classes this route decodes, by versioned type name."""
+        return {cls.type_name(): cls for cls in (self.event_type, *self.also_accepts)}
+
     @property
     def name(self) -> str:
         """The handler's name, used in logs and metrics."""
@@ -54,6 +62,8 @@ class Route:
         """The job type label (the event type for plain event routes)."""
         if issubclass(self.event_type, JobRequest) and hasattr(self.event_type, "JOB_TYPE"):
             return str(self.event_type.JOB_TYPE.value)
+        if self.also_accepts:
+            return self.streams[0].name
         return self.event_type.type_name()
 
     @property
@@ -83,14 +93,30 @@ class JobRouter:
         return self._register(request_type, streams, options)
 
     def event(
-        self, event_type: type[E], *, stream: str | Sequence[str], **options: Any
+        self,
+        event_type: type[E] | Sequence[type[Event]],
+        *,
+        stream: str | Sequence[str],
+        **options: Any,
     ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
-        """Register a handler for one event stream (or several with equal weight)."""
+        """Register a handler for one event stream (or several with equal weight).
+
+        ``event_type`` may be several classes when one stream carries a union (the job
+        lifecycle stream); the handler then receives whichever class the entry declares.
+        """
         names = (stream,) if isinstance(stream, str) else tuple(stream)
-        return self._register(event_type, tuple(WeightedStream(n) for n in names), options)
+        streams = tuple(WeightedStream(n) for n in names)
+        if isinstance(event_type, type):
+            return self._register(event_type, streams, options)
+        first, *rest = event_type
+        return self._register(first, streams, options, tuple(rest))
 
     def _register(
-        self, event_type: type[Event], streams: tuple[WeightedStream, ...], options: dict[str, Any]
+        self,
+        event_type: type[Event],
+        streams: tuple[WeightedStream, ...],
+        options: dict[str, Any],
+        also_accepts: tuple[type[Event], ...] = (),
     ) -> Callable[[Handler], Handler]:
         def decorator(handler: Handler) -> Handler:
             self.routes.append(
@@ -100,6 +126,7 @@ class JobRouter:
                     streams=streams,
                     group=self.group,
                     options=replace(self.defaults, **options),
+                    also_accepts=also_accepts,
                 )
             )
             return handler
