@@ -89,9 +89,13 @@ class StreamMaintenance:
         self.required_groups = required_groups or {}
         self.retention = retention or RetentionPolicy()
 
+    def pairs(self) -> list[tuple[str, str]]:
+        """Return every (stream, group) this worker consumes."""
+        return [(s, g) for s, groups in self.streams.items() for g in groups]
+
     async def paused(self) -> set[tuple[str, str]]:
         """Return the (stream, group) pairs whose pause flag is set."""
-        pairs = [(s, g) for s, groups in self.streams.items() for g in groups]
+        pairs = self.pairs()
         if not pairs:
             return set()
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -119,6 +119,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> int:
         """Consume until ``stop``; return the process exit code (non-zero if a group vanished)."""
         await self.ensure_groups()
+        await self._refresh_pauses()  # a group paused before start takes nothing
         halt = asyncio.Event()
         flusher = asyncio.create_task(self.outbound.run(halt), name="jobs-outbound")
         upkeep = asyncio.create_task(self._maintain(halt), name="jobs-maintenance")
@@ -155,15 +156,18 @@ class Worker:
         _log.info("jobs.stopped", exit_code=exit_code)
         return exit_code
 
+    async def _refresh_pauses(self) -> None:
+        paused = await self.maintenance.paused()
+        for consumer in self.consumers:
+            consumer.paused = {self.keys.stream(s) for s, g in paused if g == consumer.group}
+            for stream, group in self.maintenance.pairs():
+                self.metrics.paused.labels(stream, group).set(1 if (stream, group) in paused else 0)
+
     async def _maintain(self, halt: asyncio.Event) -> None:
         last_trim = 0.0
         while not halt.is_set():
             try:
-                paused = await self.maintenance.paused()
-                for consumer in self.consumers:
-                    consumer.paused = {
-                        self.keys.stream(s) for s, g in paused if g == consumer.group
-                    }
+                await self._refresh_pauses()
                 missing = await self.maintenance.missing_groups()
                 if missing:
                     raise GroupLostError(f"consumer groups vanished: {', '.join(missing)}")
