@@ -1,0 +1,1 @@
+"""archiver: the platform's history store and the worker for archive and copy jobs."""

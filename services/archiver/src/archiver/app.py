@@ -1,0 +1,56 @@
+"""Composition root: builds the archiver's resources from settings and runs its worker."""
+
+import asyncio
+
+from archiver import migrations
+from archiver.handlers import router
+from archiver.settings import ArchiverSettings
+from archiver.store import ArchiveStore
+from servicekit import (
+    OutboxRelay,
+    StreamKeys,
+    create_database_engine,
+    create_redis,
+    database_check,
+    redis_check,
+    run_worker,
+    setup_telemetry,
+)
+
+
+async def run(settings: ArchiverSettings, stop: asyncio.Event) -> int:
+    """Consume until ``stop``, publishing the outbox alongside; return the exit code."""
+    telemetry = setup_telemetry(settings)
+    redis = create_redis(settings)
+    engine = create_database_engine(settings)
+    relay = OutboxRelay(
+        engine,
+        redis,
+        schema=settings.database_schema,
+        keys=StreamKeys(settings.stream_prefix),
+        tracer_provider=telemetry.tracer_provider,
+    )
+    try:
+        return await run_worker(
+            settings,
+            stop,
+            routes=router.routes,
+            redis=redis,
+            telemetry=telemetry,
+            dependencies={"store": ArchiveStore(engine, schema=settings.database_schema)},
+            checks={"postgres": database_check(engine), "redis": redis_check(redis)},
+            background=[relay.run],
+        )
+    finally:
+        await engine.dispose()
+
+
+async def migrate(settings: ArchiverSettings) -> int:
+    """Apply the database migrations; return the exit code."""
+    setup_telemetry(settings).shutdown()  # logging, so alembic's lines are JSON too
+    engine = create_database_engine(settings)
+    try:
+        await migrations.migrate(engine, settings.database_schema)
+    finally:
+        await engine.dispose()
+    return 0

@@ -1,0 +1,118 @@
+"""archiver: keeps every version of every note, and freezes or copies one on request.
+
+Consumes: notes.created.v1, notes.updated.v1, notes.deleted.v1 (each carries the full note);
+          jobs.archive.{critical,default,low}; jobs.copy.{critical,default,low}.
+Emits:    notes.archived.v1, notes.copy_completed.v1 (through the outbox, with the effect).
+Writes:   schema ``archiver``: note_versions, snapshots (plus servicekit's inbox and outbox).
+
+Each handler runs in one handler transaction, so a redelivered event changes nothing and emits
+nothing. Failures are routed by type: TransientError is retried with backoff, PermanentError is
+dead-lettered, SkipJob is acknowledged and reported as skipped.
+"""
+
+from archiver.store import ArchiveStore, ArchiveTransaction, NoteChange, NoteVersion
+from contracts import ArchiveRequested, CopyRequested, Service
+from contracts.notes import (
+    NoteArchived,
+    NoteCopyCompleted,
+    NoteCreated,
+    NoteDeleted,
+    NoteUpdated,
+    copy_note_id,
+)
+from contracts.streams import (
+    NOTES_ARCHIVED,
+    NOTES_COPY_COMPLETED,
+    NOTES_CREATED,
+    NOTES_DELETED,
+    NOTES_UPDATED,
+)
+from servicekit import PermanentError, SkipJob, TransientError, get_logger
+from servicekit.jobs import JobOptions, JobRouter
+
+PRODUCER = str(Service.ARCHIVER)
+
+# A job may arrive before the note event it names (they travel on different streams): retry for
+# about four minutes (1 + 2 + 4 + … s, capped at 60 s) before giving up.
+router = JobRouter(group=str(Service.ARCHIVER), defaults=JobOptions(max_attempts=10))
+log = get_logger(__name__)
+
+
+@router.event(NoteUpdated, stream=NOTES_UPDATED)
+@router.event(NoteCreated, stream=NOTES_CREATED)
+async def store_note_version(change: NoteChange, store: ArchiveStore) -> None:
+    """Keep the version the event carries."""
+    async with store.transaction(change) as tx:
+        if tx.already_processed:
+            return
+        await tx.save_version(change)
+
+
+@router.event(NoteDeleted, stream=NOTES_DELETED)
+async def record_note_deletion(deletion: NoteDeleted, store: ArchiveStore) -> None:
+    """Keep the note's last state, marked deleted: later archive and copy jobs are skipped."""
+    await store_note_version(deletion, store)
+
+
+@router.job(ArchiveRequested)
+async def archive_note(request: ArchiveRequested, store: ArchiveStore) -> None:
+    """Freeze the requested version as a snapshot with a checksum and announce it."""
+    async with store.transaction(request) as tx:
+        if tx.already_processed:
+            return
+        version = await _requested_version(tx, request)
+        await tx.freeze_snapshot(version, job_id=request.job_id)
+        archived = NoteArchived.caused_by(
+            request,
+            producer=PRODUCER,
+            owner_id=request.owner_id,
+            note_id=request.note_id,
+            version=request.version,
+            job_id=request.job_id,
+            parent_job_id=request.parent_job_id,
+            checksum=version.checksum,
+        )
+        await tx.emit(archived, stream=NOTES_ARCHIVED, aggregate_id=str(request.note_id))
+    log.info("note.archived", note_id=str(request.note_id), version=request.version)
+
+
+@router.job(CopyRequested)
+async def copy_note(request: CopyRequested, store: ArchiveStore) -> None:
+    """Announce the content of the new note; notes-api inserts it under copy_note_id(job_id)."""
+    async with store.transaction(request) as tx:
+        if tx.already_processed:
+            return
+        source = await _requested_version(tx, request)
+        new_note_id = copy_note_id(request.job_id)
+        completed = NoteCopyCompleted.caused_by(
+            request,
+            producer=PRODUCER,
+            owner_id=request.owner_id,
+            job_id=request.job_id,
+            source_note_id=request.note_id,
+            source_version=request.version,
+            new_note_id=new_note_id,
+            title=request.new_title or source.title,
+            body=source.body,
+            tags=source.tags,
+        )
+        await tx.emit(completed, stream=NOTES_COPY_COMPLETED, aggregate_id=str(new_note_id))
+    log.info("note.copied", note_id=str(request.note_id), new_note_id=str(new_note_id))
+
+
+async def _requested_version(
+    tx: ArchiveTransaction, request: ArchiveRequested | CopyRequested
+) -> NoteVersion:
+    """Return the stored version a job names, or raise what the runtime should do instead."""
+    note = await tx.find_note(request.note_id, request.version)
+    if note is None:
+        raise TransientError(f"note {request.note_id} has not reached the archiver yet")
+    if note.owner_id != request.owner_id:
+        raise PermanentError(f"note {request.note_id} is not owned by {request.owner_id}")
+    if note.deleted:
+        raise SkipJob("note deleted")
+    if note.version is None:
+        raise TransientError(
+            f"version {request.version} of note {request.note_id} has not reached the archiver yet"
+        )
+    return note.version

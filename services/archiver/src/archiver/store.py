@@ -1,0 +1,220 @@
+"""The archiver's one adapter: note versions and frozen snapshots in its PostgreSQL schema.
+
+Every write happens in a :class:`ArchiveTransaction`, which is servicekit's handler transaction:
+the effect, the inbox row of the event being handled and the events it emits commit together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    Uuid,
+    func,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts import Event
+from contracts.notes import NoteCreated, NoteDeleted, NoteUpdated
+from servicekit import HandlerTransaction, handler_transaction
+
+SCHEMA = "archiver"
+GROUP = "archiver"
+
+NoteChange = NoteCreated | NoteUpdated | NoteDeleted
+
+# Tables are declared in schema "archiver"; a deployment with another DATABASE_SCHEMA maps it
+# with SQLAlchemy's schema_translate_map (see ArchiveStore).
+metadata = MetaData(schema=SCHEMA)
+
+note_versions = Table(
+    "note_versions",
+    metadata,
+    Column("note_id", Uuid, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("owner_id", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("tags", ARRAY(Text), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("note_id", "version"),
+)
+"""Every version of every note, as the note events carried it; ``deleted`` marks a deletion."""
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("note_id", Uuid, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("owner_id", Text, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("tags", ARRAY(Text), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("checksum", Text, nullable=False),
+    Column("job_id", Uuid, nullable=False),
+    Column("archived_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("note_id", "version"),
+)
+"""Archived versions, frozen once; ``job_id`` is the job that froze it first."""
+
+
+def content_checksum(title: str, body: str, tags: list[str]) -> str:
+    """Return ``sha256:<hex>`` of the content, as canonical JSON (stable across languages)."""
+    content = json.dumps(
+        {"title": title, "body": body, "tags": tags},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return "sha256:" + hashlib.sha256(content.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NoteVersion:
+    note_id: UUID
+    version: int
+    owner_id: str
+    title: str
+    body: str
+    tags: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def checksum(self) -> str:
+        return content_checksum(self.title, self.body, self.tags)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredNote:
+    """What the archiver knows of a note: its owner, whether it was deleted, one version."""
+
+    owner_id: str
+    deleted: bool
+    version: NoteVersion | None
+    """The version asked for, or None if it has not arrived yet."""
+
+
+class ArchiveTransaction:
+    """One handler's unit of work on the archiver's schema."""
+
+    def __init__(self, tx: HandlerTransaction) -> None:
+        self._tx = tx
+        self.already_processed = tx.already_processed
+
+    async def save_version(self, change: NoteChange) -> None:
+        """Keep the note as the event carried it; a deletion marks its version deleted."""
+        note = change.note
+        deleted = isinstance(change, NoteDeleted)
+        statement = insert(note_versions).values(
+            note_id=change.note_id,
+            version=change.version,
+            owner_id=change.owner_id,
+            title=note.title,
+            body=note.body,
+            tags=list(note.tags),
+            created_at=note.created_at,
+            updated_at=note.updated_at,
+            deleted=deleted,
+        )
+        # Created/updated and deleted may arrive in any order for the same version: the
+        # deletion wins either way.
+        if deleted:
+            statement = statement.on_conflict_do_update(
+                index_elements=["note_id", "version"], set_={"deleted": True}
+            )
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=["note_id", "version"])
+        await self._tx.connection.execute(statement)
+
+    async def find_note(self, note_id: UUID, version: int) -> StoredNote | None:
+        """Return what is stored about ``note_id`` and its ``version``; None if nothing arrived."""
+        summary = (
+            await self._tx.connection.execute(
+                select(note_versions.c.owner_id, func.bool_or(note_versions.c.deleted))
+                .where(note_versions.c.note_id == note_id)
+                .group_by(note_versions.c.owner_id)
+            )
+        ).first()
+        if summary is None:
+            return None
+        row = (
+            await self._tx.connection.execute(
+                select(note_versions).where(
+                    note_versions.c.note_id == note_id, note_versions.c.version == version
+                )
+            )
+        ).first()
+        found = None
+        if row is not None:
+            found = NoteVersion(
+                note_id=row.note_id,
+                version=row.version,
+                owner_id=row.owner_id,
+                title=row.title,
+                body=row.body,
+                tags=list(row.tags),
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+            )
+        return StoredNote(owner_id=summary[0], deleted=bool(summary[1]), version=found)
+
+    async def freeze_snapshot(self, version: NoteVersion, *, job_id: UUID) -> None:
+        """Store ``version`` as archived; a no-op if that version was frozen before."""
+        await self._tx.connection.execute(
+            insert(snapshots)
+            .values(
+                note_id=version.note_id,
+                version=version.version,
+                owner_id=version.owner_id,
+                title=version.title,
+                body=version.body,
+                tags=version.tags,
+                created_at=version.created_at,
+                updated_at=version.updated_at,
+                checksum=version.checksum,
+                job_id=job_id,
+            )
+            .on_conflict_do_nothing(index_elements=["note_id", "version"])
+        )
+
+    async def emit(self, event: Event, *, stream: str, aggregate_id: str) -> None:
+        """Add ``event`` to the outbox; the relay publishes it after commit."""
+        await self._tx.emit(event, stream=stream, aggregate_id=aggregate_id)
+
+
+class ArchiveStore:
+    """Opens handler transactions on the archiver's schema."""
+
+    def __init__(self, engine: AsyncEngine, *, schema: str = SCHEMA) -> None:
+        self._schema = schema
+        self._engine = engine.execution_options(schema_translate_map={SCHEMA: schema})
+
+    @asynccontextmanager
+    async def transaction(self, event: Event) -> AsyncIterator[ArchiveTransaction]:
+        """Handle ``event`` once for the archiver's group: commit on exit, roll back on error."""
+        async with handler_transaction(
+            self._engine, schema=self._schema, group=GROUP, event=event
+        ) as tx:
+            yield ArchiveTransaction(tx)
