@@ -1,0 +1,73 @@
+"""The public FastAPI app: composition root (engine, idempotency store, ops endpoint), no logic.
+
+Serves only `/v1/...` and the OpenAPI document; `/metrics`, `/healthz` and `/readyz` (PostgreSQL
+only: writes keep working while Redis is down, the outbox holds the events) are on `OPS_PORT`.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from notes_api.errors import install_problem_handlers
+from notes_api.http import BodyGuard, RequestMetrics
+from notes_api.idempotency import IdempotencyStore
+from notes_api.routes import jobs, notes
+from notes_api.settings import NotesApiSettings
+from servicekit import (
+    OpsServer,
+    Readiness,
+    Telemetry,
+    create_database_engine,
+    database_check,
+    setup_telemetry,
+)
+
+
+def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -> FastAPI:
+    telemetry = telemetry or setup_telemetry(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_database_engine(settings, pool_timeout=settings.database_timeout_seconds)
+        SQLAlchemyInstrumentor().instrument(
+            engine=engine.sync_engine, tracer_provider=telemetry.tracer_provider
+        )
+        sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessions = sessions
+        app.state.idempotency = IdempotencyStore(
+            sessions,
+            ttl=timedelta(hours=settings.idempotency_ttl_hours),
+            lock=timedelta(seconds=settings.idempotency_lock_seconds),
+        )
+        readiness = Readiness({"postgresql": database_check(engine)})
+        ops = OpsServer(registry=telemetry.registry, readiness=readiness, port=settings.ops_port)
+        await ops.start()
+        app.state.ops = ops
+        try:
+            yield
+        finally:
+            await ops.stop()
+            await engine.dispose()
+            telemetry.shutdown()
+
+    app = FastAPI(
+        title="notes-api",
+        version="1.0.0",
+        description="Owner-scoped notes with job endpoints. Errors are RFC 9457 problem+json.",
+        lifespan=lifespan,
+    )
+    app.include_router(notes.router)
+    app.include_router(jobs.router)
+    install_problem_handlers(app, retry_after=settings.retry_after_seconds)
+    app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, registry=telemetry.registry)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=telemetry.tracer_provider)
+    return app

@@ -1,0 +1,70 @@
+"""`notes-api [serve|migrate|create-key --owner NAME|revoke-key KEY_OR_ID]` (serve by default)."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from notes_api.app import create_app
+from notes_api.auth import create_key, revoke_key
+from notes_api.migrations import migrate
+from notes_api.settings import NotesApiSettings
+from servicekit import create_database_engine
+
+
+def serve(settings: NotesApiSettings) -> int:
+    # uvicorn handles SIGTERM: stop accepting, finish in-flight requests, run the lifespan's exit.
+    config = uvicorn.Config(
+        create_app(settings), host=settings.host, port=settings.port, log_config=None,
+        access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )  # fmt: skip
+    uvicorn.Server(config).run()
+    return 0
+
+
+async def _create_key(settings: NotesApiSettings, owner: str) -> int:
+    engine = create_database_engine(settings)
+    try:
+        key_id, key = await create_key(engine, owner)
+    finally:
+        await engine.dispose()
+    print(f"created key {key_id} for owner {owner}; it is shown once:")
+    print(key)
+    return 0
+
+
+async def _revoke_key(settings: NotesApiSettings, key_or_id: str) -> int:
+    engine = create_database_engine(settings)
+    try:
+        revoked = await revoke_key(engine, key_or_id)
+    finally:
+        await engine.dispose()
+    print(f"revoked {revoked} key(s)")
+    return 0 if revoked else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="notes-api", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the HTTP API (the default)")
+    commands.add_parser("migrate", help="upgrade schema `notes` to the latest revision")
+    create = commands.add_parser("create-key", help="create an API key; prints it last")
+    create.add_argument("--owner", required=True)
+    revoke = commands.add_parser("revoke-key", help="revoke an API key (by value or id)")
+    revoke.add_argument("key")
+    args = parser.parse_args(argv)
+    settings = NotesApiSettings()
+    if args.command == "migrate":
+        migrate(settings.require_database_url())
+        return 0
+    if args.command == "create-key":
+        return asyncio.run(_create_key(settings, args.owner))
+    if args.command == "revoke-key":
+        return asyncio.run(_revoke_key(settings, args.key))
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Request dependencies as `Annotated` aliases: the session, the owner from the bearer key, and
+the Idempotency-Key wrapper every POST runs its work through.
+"""
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from notes_api.auth import owner_for_key
+from notes_api.errors import Problem
+from notes_api.idempotency import IdempotencyStore, Operation, fingerprint
+from notes_api.settings import NotesApiSettings
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `notes-api create-key`.")
+
+
+def get_settings(request: Request) -> NotesApiSettings:
+    settings: NotesApiSettings = request.app.state.settings
+    return settings
+
+
+def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+SettingsDep = Annotated[NotesApiSettings, Depends(get_settings)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_owner(
+    engine: EngineDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    owner = await owner_for_key(engine, credentials.credentials) if credentials else None
+    if owner is None:
+        error = "invalid_token" if credentials else "invalid_request"
+        raise Problem(
+            401, "A valid API key is required: `Authorization: Bearer <key>`.",
+            headers={"WWW-Authenticate": f'Bearer realm="notes-api", error="{error}"'},
+        )  # fmt: skip
+    return owner
+
+
+OwnerDep = Annotated[str, Depends(get_owner)]
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Retry-safe POST: the same key and request replay the first response (24 h).",
+    ),
+]
+
+
+class IdempotentCall:
+    """Runs one POST's work at most once per Idempotency-Key (or plainly without one)."""
+
+    def __init__(
+        self, store: IdempotencyStore, *, owner: str, request: Request, key: str | None
+    ) -> None:
+        self.store, self.owner, self.request, self.key = store, owner, request, key
+
+    async def respond(self, payload: BaseModel | None, operation: Operation) -> JSONResponse:
+        route = getattr(self.request.scope.get("route"), "path", self.request.url.path)
+        outcome = await self.store.run(
+            owner=self.owner,
+            route=f"{self.request.method} {route}",
+            key=self.key,
+            request_hash=fingerprint(self.request.method, self.request.url.path, payload),
+            operation=operation,
+        )
+        return outcome.response()
+
+
+def get_idempotent_call(
+    request: Request, owner: OwnerDep, key: IdempotencyKeyHeader = None
+) -> IdempotentCall:
+    return IdempotentCall(request.app.state.idempotency, owner=owner, request=request, key=key)
+
+
+IdempotentDep = Annotated[IdempotentCall, Depends(get_idempotent_call)]

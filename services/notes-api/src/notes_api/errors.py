@@ -1,0 +1,107 @@
+"""RFC 9457 problem+json for every error the API answers, PostgreSQL outages included."""
+
+from http import HTTPStatus
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException
+
+from servicekit import get_logger
+
+PROBLEM_JSON = "application/problem+json"
+_log = get_logger("notes_api.errors")
+
+
+class Problem(Exception):  # noqa: N818 - it is the response, not an error condition
+    """Answer with a problem document; raise it anywhere in a request."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title or HTTPStatus(status).phrase
+        self.detail = detail
+        self.headers = headers or {}
+        self.extra = extra
+
+
+def problem_response(problem: Problem, instance: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": problem.title, "status": problem.status}
+    if problem.detail:
+        body["detail"] = problem.detail
+    if instance:
+        body["instance"] = instance
+    body.update(problem.extra)
+    return JSONResponse(body, problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means PostgreSQL cannot be reached (as opposed to a bug or bad query)."""
+    if isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return bool(
+            exc.connection_invalidated
+            or isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError)
+            or isinstance(exc.orig, OSError)
+        )
+    return isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Never echo the input back: it may hold what cannot be encoded (a lone surrogate).
+    return [
+        {"loc": [str(part) for part in error.get("loc", ())], "msg": error.get("msg", ""),
+         "type": error.get("type", "")}
+        for error in exc.errors()
+    ]  # fmt: skip
+
+
+def install_problem_handlers(app: FastAPI, *, retry_after: int) -> None:
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, Problem)
+        return problem_response(exc, request.url.path)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        problem = Problem(exc.status_code, detail, headers=dict(exc.headers or {}))
+        return problem_response(problem, request.url.path)
+
+    async def on_invalid(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = _validation_errors(exc)
+        if any(error["type"] == "json_invalid" for error in errors):
+            problem = Problem(400, "The body is not valid JSON.", errors=errors)
+        else:
+            problem = Problem(422, "The request is not valid.", errors=errors)
+        return problem_response(problem, request.url.path)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):
+            _log.warning("database.unavailable", error=repr(exc), path=request.url.path)
+            problem = Problem(
+                503,
+                "The database is unavailable; retry later.",
+                headers={"Retry-After": str(retry_after)},
+            )
+        else:
+            _log.exception("request.failed", path=request.url.path)
+            problem = Problem(500, "Internal error.")
+        return problem_response(problem, request.url.path)
+
+    app.add_exception_handler(Problem, on_problem)
+    app.add_exception_handler(HTTPException, on_http)
+    app.add_exception_handler(RequestValidationError, on_invalid)
+    app.add_exception_handler(Exception, on_unexpected)

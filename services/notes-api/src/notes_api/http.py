@@ -1,0 +1,126 @@
+"""ASGI middleware of the public app: body guard (413/415) and RED metrics with an access log.
+
+Pure ASGI (no BaseHTTPMiddleware) so streaming bodies are counted as they arrive.
+"""
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from notes_api.errors import Problem, problem_response
+from servicekit import get_logger
+
+_log = get_logger("notes_api.access")
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _json_media_type(content_type: str) -> bool:
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+class BodyGuard:
+    """Reject bodies over ``limit`` bytes (413) and non-JSON bodies on writes (415)."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        length = _header(scope, b"content-length")
+        chunked = _header(scope, b"transfer-encoding") is not None
+        try:
+            declared = int(length) if length is not None else None
+        except ValueError:
+            declared = None
+        if declared is not None and declared > self.limit:
+            await self._reject(scope, send, Problem(413, f"The body exceeds {self.limit} bytes."))
+            return
+        content_type = _header(scope, b"content-type")
+        has_body = chunked or bool(declared)
+        if has_body and not (content_type and _json_media_type(content_type)):
+            problem = Problem(415, "Send JSON: `Content-Type: application/json`.")
+            await self._reject(scope, send, problem)
+            return
+        await self.app(scope, self._counting(receive), send)
+
+    def _counting(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # FastAPI re-raises HTTPException from body reading; the handler renders it.
+                    raise HTTPException(413, f"The body exceeds {self.limit} bytes.")
+            return message
+
+        return counted
+
+    async def _reject(self, scope: Scope, send: Send, problem: Problem) -> None:
+        response = problem_response(problem, scope.get("path"))
+        await response(scope, self._drain, send)
+
+    @staticmethod
+    async def _drain() -> Message:
+        return {"type": "http.disconnect"}
+
+
+class RequestMetrics:
+    """HTTP RED metrics by route template (never the raw path) and one access log line each.
+
+    The Authorization header is never logged.
+    """
+
+    def __init__(self, app: ASGIApp, *, registry: CollectorRegistry) -> None:
+        self.app = app
+        labels = ("method", "route", "status")
+        self.requests = Counter(
+            "http_requests_total", "HTTP requests answered.", labels, registry=registry
+        )
+        self.duration = Histogram(
+            "http_request_duration_seconds", "Time to answer an HTTP request.",
+            ("method", "route"), registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )  # fmt: skip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: dict[str, Any] = {"code": 500}
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.requests.labels(method, route, str(status["code"])).inc()
+            self.duration.labels(method, route).observe(elapsed)
+            _log.info(
+                "http.request_completed", method=method, route=route, path=scope.get("path"),
+                status=status["code"], duration_ms=round(elapsed * 1000, 2),
+            )  # fmt: skip

@@ -1,0 +1,173 @@
+"""Idempotency-Key on POST (Stripe / IETF draft semantics), scoped per owner and route.
+
+1. Claim the key in its own short transaction (``INSERT ... ON CONFLICT``): a second request with
+   the key finds the claim and gets 409 while the first is in flight, 422 if its request differs,
+   or the stored response once the first has finished.
+2. Run the operation and store its response *in the operation's transaction*, so the effect, its
+   outbox events and the stored response commit together: one note, one event, however many
+   retries.
+3. If the operation fails, the claim is released so a retry runs it again. A claim whose request
+   died (process killed) is taken over after ``lock`` by a retry with the same request.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import and_, delete, func, or_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from notes_api.errors import Problem
+from notes_api.models import IdempotencyRecord
+
+REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A response to store and send: status, JSON body, headers."""
+
+    status_code: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body, self.status_code, headers=self.headers)
+
+
+Operation = Callable[[AsyncSession], Awaitable[Outcome]]
+
+
+def fingerprint(method: str, path: str, payload: BaseModel | None) -> str:
+    body = payload.model_dump(mode="json", exclude_unset=True) if payload is not None else None
+    canonical = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], *, ttl: timedelta, lock: timedelta
+    ) -> None:
+        self.sessions = sessions
+        self.ttl = ttl
+        self.lock = lock
+
+    async def run(
+        self, *, owner: str, route: str, key: str | None, request_hash: str, operation: Operation
+    ) -> Outcome:
+        """Run ``operation`` in a transaction, at most once per (owner, route, key)."""
+        if key is None:
+            async with self.sessions() as session, session.begin():
+                return await operation(session)
+        stored = await self._claim(owner, route, key, request_hash)
+        if stored is not None:
+            return stored
+        try:
+            async with self.sessions() as session, session.begin():
+                outcome = await operation(session)
+                await session.execute(
+                    update(IdempotencyRecord)
+                    .where(*self._match(owner, route, key))
+                    .values(
+                        status_code=outcome.status_code,
+                        response_body=outcome.body,
+                        response_headers=outcome.headers,
+                        locked_at=None,
+                    )
+                )
+            return outcome
+        except BaseException:
+            # Shielded: a cancelled request must still release its claim for the retry.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._release(owner, route, key))
+            raise
+
+    async def _claim(self, owner: str, route: str, key: str, request_hash: str) -> Outcome | None:
+        """Claim the key (return None) or return the stored response; raise 409/422."""
+        table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+        now = func.now()
+        claim = insert(table).values(
+            owner_id=owner,
+            route=route,
+            key=key,
+            fingerprint=request_hash,
+            created_at=now,
+            locked_at=now,
+            expires_at=now + self.ttl,
+        )
+        takeover = or_(
+            table.c.expires_at < now,  # an expired record is as good as none
+            and_(
+                table.c.status_code.is_(None),
+                table.c.locked_at < now - self.lock,
+                table.c.fingerprint == request_hash,
+            ),
+        )
+        claim = claim.on_conflict_do_update(
+            index_elements=["owner_id", "route", "key"],
+            set_={
+                "fingerprint": claim.excluded.fingerprint,
+                "created_at": now,
+                "locked_at": now,
+                "expires_at": now + self.ttl,
+                "status_code": None,
+                "response_body": None,
+                "response_headers": None,
+            },
+            where=takeover,
+        ).returning(table.c.key)
+        async with self.sessions() as session, session.begin():
+            if (await session.execute(claim)).first() is not None:
+                return None
+            record = (
+                await session.exec(select(IdempotencyRecord).where(*self._match(owner, route, key)))
+            ).one()
+        if record.fingerprint != request_hash:
+            raise Problem(
+                422, "This Idempotency-Key was used with a different request.",
+                title="Idempotency-Key reused",
+            )  # fmt: skip
+        if record.status_code is None:
+            raise Problem(
+                409, "A request with this Idempotency-Key is still in progress; retry later.",
+                title="Request in progress", headers={"Retry-After": "1"},
+            )  # fmt: skip
+        headers = {**(record.response_headers or {}), REPLAYED_HEADER: "true"}
+        return Outcome(record.status_code, record.response_body, headers)
+
+    async def _release(self, owner: str, route: str, key: str) -> None:
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                delete(IdempotencyRecord).where(
+                    *self._match(owner, route, key), col(IdempotencyRecord.status_code).is_(None)
+                )
+            )
+
+    @staticmethod
+    def _match(owner: str, route: str, key: str) -> tuple[Any, ...]:
+        return (
+            IdempotencyRecord.owner_id == owner,
+            IdempotencyRecord.route == route,
+            IdempotencyRecord.key == key,
+        )
+
+
+async def purge_expired(session: AsyncSession, older_than: Any) -> int:
+    """Delete records that expired and were created before ``older_than``; return how many."""
+    result = await session.execute(
+        delete(IdempotencyRecord).where(
+            col(IdempotencyRecord.created_at) < older_than,
+            col(IdempotencyRecord.expires_at) < func.now(),
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

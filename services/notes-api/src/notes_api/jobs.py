@@ -1,0 +1,49 @@
+"""Job rows and the forward-only status rule shared by the API (creation, cancel) and the worker.
+
+Status only moves forward: a terminal status is never left, and within a job's life an event
+applies only if its (attempt, phase) comes after the job's current one (running of attempt 2
+follows retrying of attempt 1).
+"""
+
+from typing import Any
+
+from contracts import TERMINAL_STATUSES, JobStatus
+from notes_api.models import Attempt, Job, JobPublic, Progress
+
+_PHASE = {
+    JobStatus.ACCEPTED: 0,
+    JobStatus.SCHEDULED: 0,
+    JobStatus.RUNNING: 1,
+    JobStatus.RETRYING: 2,
+}
+CANCELLABLE = frozenset({JobStatus.ACCEPTED, JobStatus.SCHEDULED})
+
+
+def moves_forward(job: Job, status: JobStatus, attempt: int | None) -> bool:
+    """Whether moving ``job`` to ``status`` (reported for ``attempt``) is a step forward."""
+    current = JobStatus(job.status)
+    if current in TERMINAL_STATUSES:
+        return False
+    if status in TERMINAL_STATUSES:
+        return True
+    attempt = job.attempt if attempt is None else attempt
+    return (attempt, _PHASE[status]) > (job.attempt, _PHASE[current])
+
+
+def empty_progress(total: int) -> dict[str, int]:
+    return {"total": total, "succeeded": 0, "failed": 0, "skipped": 0}
+
+
+def job_public(job: Job) -> JobPublic:
+    attempts = [Attempt.model_validate(a) for a in job.attempts]
+    progress = Progress.model_validate(job.progress) if job.progress is not None else None
+    return JobPublic(
+        id=job.id, type=job.type, status=JobStatus(job.status), note_id=job.note_id,
+        run_at=job.run_at, attempts=attempts, created_at=job.created_at,
+        updated_at=job.updated_at, result=job.result, error=job.error, progress=progress,
+        trace_id=job.trace_id,
+    )  # fmt: skip
+
+
+def job_body(job: Job) -> dict[str, Any]:
+    return job_public(job).model_dump(mode="json")

@@ -1,0 +1,200 @@
+"""Tables of schema `notes` (sqlmodel) and the API's request/response models.
+
+Tables: `notes`, `api_keys`, `idempotency_keys`, `jobs` (the outbox and inbox tables belong to
+servicekit and are created by the same migration).
+"""
+
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import Column, DateTime, Integer, Text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlmodel import Field as SQLField
+from sqlmodel import SQLModel
+
+from contracts import MAX_TAG_LENGTH, MAX_TAGS, MAX_TITLE_LENGTH, JobStatus, NoteSnapshot
+from notes_api.settings import SCHEMA
+
+# ---- tables --------------------------------------------------------------------------------------
+
+
+def _timestamp(nullable: bool = False) -> Any:
+    return SQLField(sa_column=Column(DateTime(timezone=True), nullable=nullable))
+
+
+class Note(SQLModel, table=True):
+    __tablename__ = "notes"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = SQLField(primary_key=True)
+    owner_id: str = SQLField(sa_column=Column(Text, nullable=False))
+    title: str = SQLField(sa_column=Column(Text, nullable=False))
+    body: str = SQLField(sa_column=Column(Text, nullable=False))
+    tags: list[str] = SQLField(sa_column=Column(ARRAY(Text), nullable=False))
+    version: int = SQLField(sa_column=Column(Integer, nullable=False))
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+    archived_at: datetime | None = _timestamp(nullable=True)
+
+    def snapshot(self) -> NoteSnapshot:
+        return NoteSnapshot.model_validate(self, from_attributes=True)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = SQLField(primary_key=True)
+    owner_id: str = SQLField(sa_column=Column(Text, nullable=False))
+    key_hash: str = SQLField(sa_column=Column(Text, nullable=False, unique=True))
+    created_at: datetime = _timestamp()
+    revoked_at: datetime | None = _timestamp(nullable=True)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    __tablename__ = "idempotency_keys"
+    __table_args__ = {"schema": SCHEMA}
+
+    owner_id: str = SQLField(sa_column=Column(Text, primary_key=True))
+    route: str = SQLField(sa_column=Column(Text, primary_key=True))
+    key: str = SQLField(sa_column=Column(Text, primary_key=True))
+    fingerprint: str = SQLField(sa_column=Column(Text, nullable=False))
+    status_code: int | None = SQLField(sa_column=Column(Integer, nullable=True))
+    response_body: Any = SQLField(sa_column=Column(JSONB, nullable=True))
+    response_headers: dict[str, str] | None = SQLField(sa_column=Column(JSONB, nullable=True))
+    created_at: datetime = _timestamp()
+    locked_at: datetime | None = _timestamp(nullable=True)
+    expires_at: datetime = _timestamp()
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = SQLField(primary_key=True)
+    owner_id: str = SQLField(sa_column=Column(Text, nullable=False))
+    type: str = SQLField(sa_column=Column(Text, nullable=False))
+    status: str = SQLField(sa_column=Column(Text, nullable=False))
+    note_id: UUID | None = None
+    parent_id: UUID | None = None
+    run_at: datetime | None = _timestamp(nullable=True)
+    attempt: int = SQLField(default=0, sa_column=Column(Integer, nullable=False))
+    attempts: list[dict[str, Any]] = SQLField(sa_column=Column(JSONB, nullable=False))
+    result: dict[str, Any] | None = SQLField(sa_column=Column(JSONB, nullable=True))
+    error: str | None = SQLField(sa_column=Column(Text, nullable=True))
+    progress: dict[str, int] | None = SQLField(sa_column=Column(JSONB, nullable=True))
+    trace_id: str | None = SQLField(sa_column=Column(Text, nullable=True))
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+# ---- API models ----------------------------------------------------------------------------------
+
+
+def _storable(value: str) -> str:
+    """Reject what PostgreSQL text cannot hold: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+Text_ = Annotated[str, AfterValidator(_storable)]
+Title = Annotated[Text_, StringConstraints(min_length=1, max_length=MAX_TITLE_LENGTH)]
+Tag = Annotated[Text_, StringConstraints(min_length=1, max_length=MAX_TAG_LENGTH)]
+Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoteCreate(_Strict):
+    title: Title
+    body: Text_ = ""
+    tags: Tags = Field(default_factory=list)
+
+
+class NoteUpdate(_Strict):
+    """A partial update; absent fields keep their value (null is not a value)."""
+
+    title: Title | None = None
+    body: Text_ | None = None
+    tags: Tags | None = None
+
+
+class NotePublic(BaseModel):
+    id: UUID
+    title: str
+    body: str
+    tags: list[str]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    archived_at: datetime | None
+
+
+class NotePage(BaseModel):
+    items: list[NotePublic]
+    next_cursor: str | None
+
+
+class ArchiveJobCreate(_Strict):
+    run_at: AwareDatetime | None = Field(
+        default=None,
+        description="Run later (a delayed job, reported `scheduled`); past times mean now; "
+        "at most 30 days ahead (DELAY_HORIZON_DAYS).",
+    )
+
+
+class CopyJobCreate(_Strict):
+    title: Title | None = None
+
+
+class BulkArchiveCreate(_Strict):
+    tag: Tag | None = None
+    not_updated_for_days: int | None = Field(default=None, ge=0, le=36500)
+
+
+class JobAccepted(BaseModel):
+    job_id: UUID
+    status: JobStatus
+
+
+class Progress(BaseModel):
+    total: int
+    succeeded: int
+    failed: int
+    skipped: int
+
+
+class Attempt(BaseModel):
+    attempt: int
+    status: JobStatus
+    at: datetime
+    error: str | None = None
+
+
+class JobPublic(BaseModel):
+    id: UUID
+    type: str
+    status: JobStatus
+    note_id: UUID | None
+    run_at: datetime | None
+    attempts: list[Attempt]
+    created_at: datetime
+    updated_at: datetime
+    result: dict[str, Any] | None
+    error: str | None
+    progress: Progress | None
+    trace_id: str | None
+
+
+class JobPage(BaseModel):
+    items: list[JobPublic]
+    next_cursor: str | None

@@ -1,0 +1,23 @@
+"""Writing notes-api's events to its outbox, in the caller's transaction."""
+
+from uuid import UUID
+
+from opentelemetry import trace
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from contracts import Event, Service
+from notes_api.settings import SCHEMA
+from servicekit import add_to_outbox
+
+PRODUCER = str(Service.NOTES_API)
+
+
+async def emit(session: AsyncSession, event: Event, *, stream: str, aggregate_id: UUID) -> None:
+    """Add ``event`` to the outbox in ``session``'s transaction (published after commit)."""
+    connection = await session.connection()
+    await add_to_outbox(connection, SCHEMA, event, stream=stream, aggregate_id=str(aggregate_id))
+
+
+def current_trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None

@@ -1,0 +1,242 @@
+"""Job endpoints: archive, copy and bulk archive requests (202), job status, list and cancel.
+
+Requests go out through the outbox in the transaction that creates the job row:
+`jobs.archive.default`, `jobs.copy.default`, chunks on `jobs.bulk_archive_chunk.low`, and delayed
+requests (`run_at`) as `jobs.delayed.requested.v1` on `jobs.delayed.v1` for the scheduler.
+"""
+
+from datetime import timedelta
+from typing import Annotated
+from uuid import UUID, uuid4, uuid5
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import JSONResponse
+from sqlalchemy import tuple_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from contracts import (
+    JOBS_DELAYED,
+    JOBS_LIFECYCLE,
+    MAX_CHUNK_ITEMS,
+    ArchiveRequested,
+    BulkArchiveChunk,
+    ChunkItem,
+    CopyRequested,
+    DelayedJobCancelled,
+    DelayedJobRequested,
+    JobCompleted,
+    JobRequest,
+    JobStatus,
+    JobType,
+    Priority,
+    job_stream,
+    utc_now,
+)
+from notes_api.deps import IdempotentDep, OwnerDep, SessionDep, SettingsDep
+from notes_api.errors import Problem
+from notes_api.idempotency import Outcome
+from notes_api.jobs import CANCELLABLE, empty_progress, job_body, job_public
+from notes_api.models import (
+    ArchiveJobCreate,
+    BulkArchiveCreate,
+    CopyJobCreate,
+    Job,
+    JobAccepted,
+    JobPage,
+    JobPublic,
+    Note,
+)
+from notes_api.outbox import PRODUCER, current_trace_id, emit
+from notes_api.pagination import decode_cursor, encode_cursor
+from notes_api.routes.notes import PROBLEMS, owned_note
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+
+
+def new_job(owner: str, job_type: JobType, status: JobStatus, **fields: object) -> Job:
+    now = utc_now()
+    return Job(
+        id=uuid4(), owner_id=owner, type=str(job_type), status=str(status), attempts=[],
+        trace_id=current_trace_id(), created_at=now, updated_at=now, **fields,
+    )  # fmt: skip
+
+
+def accepted(job: Job) -> Outcome:
+    body = JobAccepted(job_id=job.id, status=JobStatus(job.status)).model_dump(mode="json")
+    return Outcome(202, body, {"Location": f"/v1/jobs/{job.id}"})
+
+
+async def submit(session: AsyncSession, job: Job, request: JobRequest, aggregate: UUID) -> None:
+    """Store the job row and its request (delayed when the job has a `run_at`)."""
+    session.add(job)
+    await session.flush()
+    stream = job_stream(request.JOB_TYPE, Priority.DEFAULT)
+    if job.run_at is None:
+        await emit(session, request, stream=stream, aggregate_id=aggregate)
+        return
+    delayed = DelayedJobRequested.for_request(
+        request, run_at=job.run_at, priority=Priority.DEFAULT, producer=PRODUCER
+    )
+    await emit(session, delayed, stream=JOBS_DELAYED, aggregate_id=aggregate)
+
+
+@router.post(
+    "/notes/{note_id}/archive", status_code=202, response_model=JobAccepted, responses=PROBLEMS
+)
+async def archive_note(
+    note_id: UUID,
+    call: IdempotentDep,
+    settings: SettingsDep,
+    payload: Annotated[ArchiveJobCreate | None, Body()] = None,
+) -> JSONResponse:
+    """Archive the note's current version (202 + job); `run_at` delays it (≤ 30 days ahead)."""
+    run_at = payload.run_at if payload else None
+    now = utc_now()
+    if run_at is not None and run_at > now + timedelta(days=settings.delay_horizon_days):
+        raise Problem(422, f"run_at is more than {settings.delay_horizon_days} days ahead.")
+    delayed = run_at is not None and run_at > now  # a past run_at means now
+
+    async def create(session: AsyncSession) -> Outcome:
+        note = await owned_note(session, call.owner, note_id, lock=False)
+        status = JobStatus.SCHEDULED if delayed else JobStatus.ACCEPTED
+        job = new_job(call.owner, JobType.ARCHIVE, status, note_id=note_id,
+                      run_at=run_at if delayed else None)  # fmt: skip
+        request = ArchiveRequested(
+            producer=PRODUCER, owner_id=call.owner, job_id=job.id, note_id=note_id,
+            version=note.version,
+        )  # fmt: skip
+        await submit(session, job, request, note_id)
+        return accepted(job)
+
+    return await call.respond(payload, create)
+
+
+@router.post(
+    "/notes/{note_id}/copy", status_code=202, response_model=JobAccepted, responses=PROBLEMS
+)
+async def copy_note(
+    note_id: UUID, call: IdempotentDep, payload: Annotated[CopyJobCreate | None, Body()] = None
+) -> JSONResponse:
+    """Copy the note's current version into a new note of the same owner (job result: note_id)."""
+
+    async def create(session: AsyncSession) -> Outcome:
+        note = await owned_note(session, call.owner, note_id, lock=False)
+        job = new_job(call.owner, JobType.COPY, JobStatus.ACCEPTED, note_id=note_id)
+        request = CopyRequested(
+            producer=PRODUCER, owner_id=call.owner, job_id=job.id, note_id=note_id,
+            version=note.version, new_title=payload.title if payload else None,
+        )  # fmt: skip
+        await submit(session, job, request, note_id)
+        return accepted(job)
+
+    return await call.respond(payload, create)
+
+
+async def create_bulk_archive(
+    session: AsyncSession, owner: str, tag: str | None, not_updated_for_days: int | None
+) -> Job:
+    """Resolve the filter to (note, version) now and write the parent job and its chunks."""
+    statement = select(Note.id, Note.version).where(
+        Note.owner_id == owner, col(Note.archived_at).is_(None)
+    )
+    if tag is not None:
+        statement = statement.where(col(Note.tags).contains([tag]))
+    if not_updated_for_days is not None:
+        cutoff = utc_now() - timedelta(days=not_updated_for_days)
+        statement = statement.where(col(Note.updated_at) < cutoff)
+    rows = (await session.exec(statement.order_by(col(Note.id)))).all()
+    items = [ChunkItem(note_id=note_id, version=version) for note_id, version in rows]
+    status = JobStatus.ACCEPTED if items else JobStatus.SUCCEEDED
+    job = new_job(owner, JobType.BULK_ARCHIVE, status, progress=empty_progress(len(items)))
+    session.add(job)
+    await session.flush()
+    stream = job_stream(JobType.BULK_ARCHIVE_CHUNK, Priority.LOW)
+    for chunk_no, start in enumerate(range(0, len(items), MAX_CHUNK_ITEMS)):
+        chunk = BulkArchiveChunk(
+            producer=PRODUCER, owner_id=owner, job_id=uuid5(job.id, f"chunk:{chunk_no}"),
+            parent_job_id=job.id, chunk_no=chunk_no, items=items[start : start + MAX_CHUNK_ITEMS],
+        )  # fmt: skip
+        await emit(session, chunk, stream=stream, aggregate_id=job.id)
+    if not items:  # nothing to do: complete at once, and say so like any parent
+        completed = JobCompleted(
+            producer=PRODUCER, job_id=job.id, job_type=job.type, trace_id=job.trace_id,
+            total=0, succeeded=0, failed=0, skipped=0, status=JobStatus.SUCCEEDED,
+        )  # fmt: skip
+        await emit(session, completed, stream=JOBS_LIFECYCLE, aggregate_id=job.id)
+    return job
+
+
+@router.post("/notes:bulk-archive", status_code=202, response_model=JobAccepted, responses=PROBLEMS)
+async def bulk_archive(
+    call: IdempotentDep, payload: Annotated[BulkArchiveCreate | None, Body()] = None
+) -> JSONResponse:
+    """Archive every matching unarchived note (tag, not updated for N days) as one parent job."""
+    criteria = payload or BulkArchiveCreate()
+
+    async def create(session: AsyncSession) -> Outcome:
+        job = await create_bulk_archive(
+            session, call.owner, criteria.tag, criteria.not_updated_for_days
+        )
+        return accepted(job)
+
+    return await call.respond(payload, create)
+
+
+async def owned_job(session: AsyncSession, owner: str, job_id: UUID, *, lock: bool) -> Job:
+    statement = select(Job).where(
+        Job.id == job_id, Job.owner_id == owner, col(Job.parent_id).is_(None)
+    )
+    job = (await session.exec(statement.with_for_update() if lock else statement)).first()
+    if job is None:
+        raise Problem(404, "No job with this id.")
+    return job
+
+
+@router.get("/jobs/{job_id}", response_model=JobPublic, responses=PROBLEMS)
+async def get_job(job_id: UUID, owner: OwnerDep, session: SessionDep) -> JobPublic:
+    """A job's status, attempts, result or error, and progress for bulk archives."""
+    return job_public(await owned_job(session, owner, job_id, lock=False))
+
+
+@router.get("/jobs", response_model=JobPage, responses=PROBLEMS)
+async def list_jobs(
+    owner: OwnerDep,
+    session: SessionDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> JobPage:
+    """The owner's jobs, newest first, optionally by status, a page at a time."""
+    statement = select(Job).where(Job.owner_id == owner, col(Job.parent_id).is_(None))
+    if status is not None:
+        statement = statement.where(Job.status == str(status))
+    if cursor is not None:
+        created_at, last_id = decode_cursor(cursor)
+        statement = statement.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
+    statement = statement.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
+    jobs = list((await session.exec(statement)).all())
+    page, more = jobs[:limit], len(jobs) > limit
+    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    return JobPage(items=[job_public(j) for j in page], next_cursor=next_cursor)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobPublic, responses=PROBLEMS)
+async def cancel_job(job_id: UUID, call: IdempotentDep) -> JSONResponse:
+    """Cancel a job that is not running yet (a delayed one too: the scheduler drops it)."""
+
+    async def cancel(session: AsyncSession) -> Outcome:
+        job = await owned_job(session, call.owner, job_id, lock=True)
+        if job.type == JobType.BULK_ARCHIVE:
+            raise Problem(409, "A bulk archive cannot be cancelled: its chunks are already out.")
+        if JobStatus(job.status) not in CANCELLABLE:
+            raise Problem(409, f"The job is {job.status}; only accepted or scheduled jobs cancel.")
+        was_scheduled = job.status == JobStatus.SCHEDULED
+        job.status, job.updated_at = str(JobStatus.CANCELLED), utc_now()
+        await session.flush()
+        if was_scheduled:
+            cancelled = DelayedJobCancelled(producer=PRODUCER, job_id=job.id)
+            await emit(session, cancelled, stream=JOBS_DELAYED, aggregate_id=job.note_id or job.id)
+        return Outcome(200, job_body(job))
+
+    return await call.respond(None, cancel)

@@ -1,0 +1,1 @@
+"""notes-api-worker: the outbox relay, and consumers applying job results to notes data."""
