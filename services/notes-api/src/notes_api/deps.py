@@ -1,5 +1,7 @@
-"""Request dependencies as `Annotated` aliases: the session, the owner from the bearer key, and
-the Idempotency-Key wrapper every POST runs its work through.
+"""Request dependencies as `Annotated` aliases.
+
+The session, the owner from the bearer key, and the Idempotency-Key wrapper every POST runs its
+work through.
 """
 
 from collections.abc import AsyncIterator

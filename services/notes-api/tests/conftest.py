@@ -1,0 +1,138 @@
+"""Fixtures: a migrated database per test (cloned from a template), the app in-process, keys."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notes_api.app import create_app
+from notes_api.auth import create_key
+from notes_api.migrations import migrate
+from notes_api.settings import NotesApiSettings
+from servicekit import setup_telemetry
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="session")
+def template_database(postgres_admin_url: str) -> Iterator[str]:
+    """One migrated database per session; each test gets a copy (much faster than migrating)."""
+    name = f"notes_tpl_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(postgres_admin_url)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    migrate(with_database(postgres_admin_url, name))
+    yield name
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def notes_database_url(postgres_admin_url: str, template_database: str) -> AsyncIterator[str]:
+    name = f"notes_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(postgres_admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    finally:
+        await admin.close()
+    yield with_database(postgres_admin_url, name)
+    admin = await asyncpg.connect(postgres_admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def settings(notes_database_url: str, redis_url: str, stream_prefix: str) -> NotesApiSettings:
+    return NotesApiSettings(
+        database_url=notes_database_url,
+        redis_url=redis_url,
+        stream_prefix=stream_prefix,
+        ops_port=0,
+        log_format="console",
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture
+async def app(settings: NotesApiSettings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, setup_telemetry(settings))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://notes.test") as http:
+        yield http
+
+
+@pytest.fixture
+def engine(app: FastAPI) -> AsyncEngine:
+    result: AsyncEngine = app.state.engine
+    return result
+
+
+@pytest.fixture
+async def alice(engine: AsyncEngine) -> dict[str, str]:
+    _, key = await create_key(engine, "alice")
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def bob(engine: AsyncEngine) -> dict[str, str]:
+    _, key = await create_key(engine, "bob")
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def outbox(engine: AsyncEngine, stream: str | None = None) -> list[dict[str, Any]]:
+    """Outbox rows in write order (optionally of one stream) as dicts."""
+    sql = "SELECT * FROM notes.outbox"
+    sql += " WHERE stream = :stream ORDER BY id" if stream else " ORDER BY id"
+    async with engine.connect() as connection:
+        rows = await connection.execute(text(sql), {"stream": stream} if stream else {})
+        return [dict(row._mapping) for row in rows]
+
+
+async def count(engine: AsyncEngine, table: str) -> int:
+    async with engine.connect() as connection:
+        result = await connection.execute(text(f"SELECT count(*) FROM notes.{table}"))
+        return int(result.scalar_one())
+
+
+async def eventually(probe: Callable[[], Any], within: float = 10.0) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.02)
+
+
+async def create_note(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> Any:
+    body = {"title": "a note", "body": "text", "tags": [], **fields}
+    response = await client.post("/v1/notes", json=body, headers=headers)
+    assert response.status_code == 201, response.text
+    return response.json()
