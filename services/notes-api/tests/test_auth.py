@@ -58,4 +58,5 @@ async def test_keys_are_high_entropy_and_stored_only_as_hashes(engine: AsyncEngi
     assert len(key) >= 40
     async with engine.connect() as connection:
         stored = (await connection.execute(text("SELECT key_hash FROM notes.api_keys"))).scalar()
-    assert stored == hash_key(key) and key not in str(stored)
+    assert stored == hash_key(key)
+    assert key not in str(stored)

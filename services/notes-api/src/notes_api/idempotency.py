@@ -75,7 +75,7 @@ class IdempotencyStore:
         try:
             async with self.sessions() as session, session.begin():
                 outcome = await operation(session)
-                await session.execute(
+                await (await session.connection()).execute(
                     update(IdempotencyRecord)
                     .where(*self._match(owner, route, key))
                     .values(
@@ -127,7 +127,7 @@ class IdempotencyStore:
             where=takeover,
         ).returning(table.c.key)
         async with self.sessions() as session, session.begin():
-            if (await session.execute(claim)).first() is not None:
+            if (await (await session.connection()).execute(claim)).first() is not None:
                 return None
             record = (
                 await session.exec(select(IdempotencyRecord).where(*self._match(owner, route, key)))
@@ -147,7 +147,7 @@ class IdempotencyStore:
 
     async def _release(self, owner: str, route: str, key: str) -> None:
         async with self.sessions() as session, session.begin():
-            await session.execute(
+            await (await session.connection()).execute(
                 delete(IdempotencyRecord).where(
                     *self._match(owner, route, key), col(IdempotencyRecord.status_code).is_(None)
                 )
@@ -164,7 +164,7 @@ class IdempotencyStore:
 
 async def purge_expired(session: AsyncSession, older_than: Any) -> int:
     """Delete records that expired and were created before ``older_than``; return how many."""
-    result = await session.execute(
+    result = await (await session.connection()).execute(
         delete(IdempotencyRecord).where(
             col(IdempotencyRecord.created_at) < older_than,
             col(IdempotencyRecord.expires_at) < func.now(),

@@ -1,0 +1,36 @@
+"""Composition root of notes-api-worker: engine, Redis, outbox relay, the handlers' routes."""
+
+import asyncio
+
+from notes_api.settings import SCHEMA, WorkerSettings
+from notes_api.worker.handlers import router
+from servicekit import (
+    OutboxRelay,
+    StreamKeys,
+    create_database_engine,
+    create_redis,
+    database_check,
+    redis_check,
+    run_worker,
+    setup_telemetry,
+)
+
+
+async def run(stop: asyncio.Event) -> int:
+    settings = WorkerSettings()
+    telemetry = setup_telemetry(settings)
+    engine = create_database_engine(settings)
+    redis = create_redis(settings)
+    relay = OutboxRelay(
+        engine, redis, schema=SCHEMA, keys=StreamKeys(settings.stream_prefix),
+        poll_interval=settings.relay_poll_seconds, tracer_provider=telemetry.tracer_provider,
+    )  # fmt: skip
+    try:
+        return await run_worker(
+            settings, stop, routes=router.routes, redis=redis, telemetry=telemetry,
+            dependencies={"engine": engine},
+            checks={"postgresql": database_check(engine), "redis": redis_check(redis)},
+            background=[relay.run],
+        )  # fmt: skip
+    finally:
+        await engine.dispose()

@@ -1,0 +1,109 @@
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from contracts import NOTES_CREATED
+from notes_api.idempotency import purge_expired
+
+from .conftest import count, create_note, outbox
+
+
+async def test_same_key_and_body_replays_the_first_response_with_one_note_and_one_event(
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    headers = {**alice, "Idempotency-Key": "create-1"}
+    body = {"title": "once", "tags": ["a"]}
+    first = await client.post("/v1/notes", json=body, headers=headers)
+    again = await client.post("/v1/notes", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert await count(engine, "notes") == 1
+    assert len(await outbox(engine, NOTES_CREATED)) == 1
+
+
+async def test_same_key_with_a_different_body_is_422(
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    headers = {**alice, "Idempotency-Key": "k"}
+    assert (await client.post("/v1/notes", json={"title": "a"}, headers=headers)).status_code == 201
+    other = await client.post("/v1/notes", json={"title": "b"}, headers=headers)
+    assert other.status_code == 422
+    assert other.headers["content-type"] == "application/problem+json"
+    assert await count(engine, "notes") == 1
+
+
+async def test_a_retry_while_the_first_is_in_flight_is_409(
+    client: httpx.AsyncClient, alice: dict[str, str], app: FastAPI, engine: AsyncEngine
+) -> None:
+    from notes_api.idempotency import fingerprint
+    from notes_api.models import NoteCreate
+
+    request_hash = fingerprint("POST", "/v1/notes", NoteCreate(title="slow"))
+    claimed = await app.state.idempotency._claim("alice", "POST /v1/notes", "busy", request_hash)
+    assert claimed is None  # the first request holds the key and has not finished
+    headers = {**alice, "Idempotency-Key": "busy"}
+    retry = await client.post("/v1/notes", json={"title": "slow"}, headers=headers)
+    assert retry.status_code == 409
+    assert "retry-after" in retry.headers
+    assert await count(engine, "notes") == 0
+
+
+async def test_keys_are_scoped_per_owner_and_route(
+    client: httpx.AsyncClient, alice: dict[str, str], bob: dict[str, str], engine: AsyncEngine
+) -> None:
+    body = {"title": "same"}
+    for headers in (alice, bob):
+        response = await client.post(
+            "/v1/notes", json=body, headers={**headers, "Idempotency-Key": "k"}
+        )
+        assert response.status_code == 201
+        assert "idempotent-replayed" not in response.headers
+    note = (await client.get("/v1/notes", headers=alice)).json()["items"][0]
+    archive = await client.post(
+        f"/v1/notes/{note['id']}/archive", headers={**alice, "Idempotency-Key": "k"}
+    )
+    assert archive.status_code == 202
+    assert await count(engine, "notes") == 2
+
+
+async def test_records_are_kept_for_at_least_24_hours_and_purged_after_expiry(
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    await client.post("/v1/notes", json={"title": "a"}, headers={**alice, "Idempotency-Key": "old"})
+    await client.post("/v1/notes", json={"title": "b"}, headers={**alice, "Idempotency-Key": "new"})
+    async with engine.begin() as connection:
+        ttl = (
+            await connection.execute(
+                text("SELECT min(expires_at - created_at) FROM notes.idempotency_keys")
+            )
+        ).scalar_one()
+        assert ttl >= timedelta(hours=24)
+        await connection.execute(text(
+            "UPDATE notes.idempotency_keys SET created_at = now() - interval '25 hours', "
+            "expires_at = now() - interval '1 hour' WHERE key = 'old'"))  # fmt: skip
+    async with AsyncSession(engine) as session, session.begin():
+        purged = await purge_expired(session, datetime.now(UTC) - timedelta(hours=24))
+    assert purged == 1
+    replay = await client.post(
+        "/v1/notes", json={"title": "b"}, headers={**alice, "Idempotency-Key": "new"}
+    )
+    assert replay.headers["idempotent-replayed"] == "true"
+
+
+async def test_a_failed_request_releases_its_key_for_the_retry(
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    note = await create_note(client, alice)
+    headers = {**alice, "Idempotency-Key": "del", "If-Match": '"9"'}
+    url = f"/v1/notes/{note['id']}/archive"
+    missing = await client.post(url.replace(note["id"], "00000000-0000-0000-0000-000000000000"),
+                                headers={**alice, "Idempotency-Key": "x"})  # fmt: skip
+    assert missing.status_code == 404
+    assert await count(engine, "idempotency_keys") == 0
+    assert (await client.post(url, headers=headers)).status_code == 202
