@@ -13,6 +13,7 @@ from servicekit.lifecycle import run_until_stopped
 from servicekit.logs import configure_logging, get_logger
 from servicekit.ops import OpsServer, Readiness, ReadinessCheck
 from servicekit.outbox import OutboxRelay, add_to_outbox, create_outbox_tables, ensure_outbox_tables
+from servicekit.retention import database_retention
 from servicekit.runner import database_check, redis_check, run_worker
 from servicekit.settings import ServiceSettings, asyncpg_url, redact_url
 from servicekit.telemetry import Telemetry, setup_telemetry
@@ -43,6 +44,7 @@ __all__ = [
     "create_outbox_tables",
     "create_redis",
     "database_check",
+    "database_retention",
     "decode_envelope",
     "encode_envelope",
     "ensure_outbox_tables",
