@@ -18,7 +18,7 @@ from notes_api.app import create_app
 from notes_api.auth import create_key
 from notes_api.migrations import migrate
 from notes_api.settings import NotesApiSettings
-from servicekit import setup_telemetry
+from servicekit import create_database_engine, setup_telemetry
 
 
 def with_database(url: str, name: str) -> str:
@@ -92,6 +92,14 @@ def engine(app: FastAPI) -> AsyncEngine:
 
 
 @pytest.fixture
+async def engine_direct(notes_database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine straight to the test database, for setup and checks outside the app."""
+    engine = create_database_engine(NotesApiSettings(database_url=notes_database_url))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
 async def alice(engine: AsyncEngine) -> dict[str, str]:
     _, key = await create_key(engine, "alice")
     return {"Authorization": f"Bearer {key}"}
@@ -136,3 +144,71 @@ async def create_note(client: httpx.AsyncClient, headers: dict[str, str], **fiel
     response = await client.post("/v1/notes", json=body, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
+
+
+class TcpProxy:
+    """A TCP forwarder the test can cut (refuse and drop connections) and restore, on one port."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+def through(url: str, proxy: TcpProxy) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    host = f"127.0.0.1:{proxy.port}"
+    return urlunsplit(parts._replace(netloc=f"{netloc[0]}@{host}" if len(netloc) == 2 else host))
+
+
+@pytest.fixture
+async def postgres_proxy(notes_database_url: str) -> AsyncIterator[TcpProxy]:
+    parts = urlsplit(notes_database_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+@pytest.fixture
+async def redis_proxy(redis_url: str) -> AsyncIterator[TcpProxy]:
+    parts = urlsplit(redis_url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 6379)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()

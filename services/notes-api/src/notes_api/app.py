@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from fastapi import FastAPI
+from opentelemetry import metrics
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notes_api.errors import install_problem_handlers
@@ -29,15 +30,25 @@ from servicekit import (
 )
 
 
+def trace_sql(engine: AsyncEngine, telemetry: Telemetry) -> None:
+    """SQL spans for this engine, with this process's tracer provider.
+
+    `SQLAlchemyInstrumentor().instrument()` is not used: it declares SQLAlchemy < 2.1 (and so
+    refuses 2.1), patches `create_engine` globally and instruments once per process; its per-engine
+    `EngineTracer` hooks work unchanged on 2.1 (see test_observability).
+    """
+    tracer = telemetry.tracer_provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
+    usage = metrics.get_meter("notes_api.sql").create_up_down_counter("db.client.connections.usage")
+    EngineTracer(tracer, engine.sync_engine, usage)
+
+
 def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -> FastAPI:
     telemetry = telemetry or setup_telemetry(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_database_engine(settings, pool_timeout=settings.database_timeout_seconds)
-        SQLAlchemyInstrumentor().instrument(
-            engine=engine.sync_engine, tracer_provider=telemetry.tracer_provider
-        )
+        trace_sql(engine, telemetry)
         sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         app.state.settings = settings
         app.state.engine = engine
@@ -70,4 +81,5 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
     app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, registry=telemetry.registry)
     FastAPIInstrumentor.instrument_app(app, tracer_provider=telemetry.tracer_provider)
+
     return app

@@ -68,6 +68,16 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    TimeoutError,
+    sa_exc.TimeoutError,
+    sa_exc.DBAPIError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+)
+
+
 def install_problem_handlers(app: FastAPI, *, retry_after: int) -> None:
     async def on_problem(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, Problem)
@@ -101,6 +111,10 @@ def install_problem_handlers(app: FastAPI, *, retry_after: int) -> None:
             problem = Problem(500, "Internal error.")
         return problem_response(problem, request.url.path)
 
+    # Registered per class (not only under `Exception`): Starlette re-raises what reaches the
+    # catch-all handler after answering, while these are answered and done.
+    for unavailable in _UNAVAILABLE:
+        app.add_exception_handler(unavailable, on_unexpected)
     app.add_exception_handler(Problem, on_problem)
     app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(RequestValidationError, on_invalid)

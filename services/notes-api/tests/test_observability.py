@@ -1,0 +1,38 @@
+import io
+
+import httpx
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notes_api.app import create_app
+from notes_api.auth import create_key
+from notes_api.settings import NotesApiSettings
+from servicekit import setup_telemetry
+
+
+async def test_requests_get_http_and_sql_spans_red_metrics_by_route_and_a_keyless_access_log(
+    settings: NotesApiSettings, engine_direct: AsyncEngine
+) -> None:
+    _, key = await create_key(engine_direct, "alice")
+    spans, logs = InMemorySpanExporter(), io.StringIO()
+    telemetry = setup_telemetry(settings.model_copy(update={"log_level": "INFO"}),
+                                span_processors=[SimpleSpanProcessor(spans)], log_stream=logs)  # fmt: skip
+    app = create_app(settings, telemetry)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            headers = {"Authorization": f"Bearer {key}"}
+            note = (await client.post("/v1/notes", json={"title": "t"}, headers=headers)).json()
+            await client.get(f"/v1/notes/{note['id']}", headers=headers)
+    names = [span.name for span in spans.get_finished_spans()]
+    assert "POST /v1/notes" in names
+    assert any(name.startswith("INSERT") for name in names), names
+    sample = telemetry.registry.get_sample_value(
+        "http_requests_total", {"method": "GET", "route": "/v1/notes/{note_id}", "status": "200"}
+    )
+    assert sample == 1.0
+    output = logs.getvalue()
+    assert "http.request_completed" in output
+    assert key not in output
+    assert note["id"] not in output.split("route=")[-1] or "/v1/notes/{note_id}" in output
