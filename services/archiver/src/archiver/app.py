@@ -12,6 +12,7 @@ from servicekit import (
     create_database_engine,
     create_redis,
     database_check,
+    database_retention,
     redis_check,
     run_worker,
     setup_telemetry,
@@ -19,7 +20,7 @@ from servicekit import (
 
 
 async def run(settings: ArchiverSettings, stop: asyncio.Event) -> int:
-    """Consume until ``stop``, publishing the outbox alongside; return the exit code."""
+    """Consume until ``stop``; publish and purge the outbox alongside; return the exit code."""
     telemetry = setup_telemetry(settings)
     redis = create_redis(settings)
     engine = create_database_engine(settings)
@@ -39,7 +40,10 @@ async def run(settings: ArchiverSettings, stop: asyncio.Event) -> int:
             telemetry=telemetry,
             dependencies={"store": ArchiveStore(engine, schema=settings.database_schema)},
             checks={"postgres": database_check(engine), "redis": redis_check(redis)},
-            background=[relay.run],
+            background=[
+                relay.run,
+                database_retention(engine, relay, schema=settings.database_schema),
+            ],
         )
     finally:
         await engine.dispose()
