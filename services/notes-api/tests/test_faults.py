@@ -31,7 +31,7 @@ async def test_postgresql_down_is_503_with_retry_after_within_2_s_and_recovers_w
     alice = {"Authorization": f"Bearer {key}"}
     proxied = settings.model_copy(
         update={"database_url": through(settings.database_url or "", postgres_proxy)}
-    )  # noqa: E501
+    )
     app = create_app(proxied, setup_telemetry(proxied))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

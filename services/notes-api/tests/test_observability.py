@@ -16,8 +16,11 @@ async def test_requests_get_http_and_sql_spans_red_metrics_by_route_and_a_keyles
 ) -> None:
     _, key = await create_key(engine_direct, "alice")
     spans, logs = InMemorySpanExporter(), io.StringIO()
-    telemetry = setup_telemetry(settings.model_copy(update={"log_level": "INFO"}),
-                                span_processors=[SimpleSpanProcessor(spans)], log_stream=logs)  # fmt: skip
+    telemetry = setup_telemetry(
+        settings.model_copy(update={"log_level": "INFO"}),
+        span_processors=[SimpleSpanProcessor(spans)],
+        log_stream=logs,
+    )
     app = create_app(settings, telemetry)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -39,7 +39,7 @@ def trace_sql(engine: AsyncEngine, telemetry: Telemetry) -> None:
     """
     tracer = telemetry.tracer_provider.get_tracer("opentelemetry.instrumentation.sqlalchemy")
     usage = metrics.get_meter("notes_api.sql").create_up_down_counter("db.client.connections.usage")
-    EngineTracer(tracer, engine.sync_engine, usage)
+    EngineTracer(tracer, engine.sync_engine, usage)  # type: ignore[no-untyped-call]
 
 
 def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -> FastAPI:

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import re
 import secrets
+from typing import Any
 from uuid import UUID, uuid4
 
 from sqlalchemy import or_, update
@@ -60,7 +61,7 @@ async def create_key(engine: AsyncEngine, owner: str) -> tuple[UUID, str]:
 
 async def revoke_key(engine: AsyncEngine, key_or_id: str) -> int:
     """Revoke a key given by its value or its id; return how many keys were revoked."""
-    match = [ApiKey.key_hash == hash_key(key_or_id)]
+    match: list[Any] = [ApiKey.key_hash == hash_key(key_or_id)]
     with contextlib.suppress(ValueError):
         match.append(ApiKey.id == UUID(key_or_id))
     async with engine.begin() as connection:

@@ -113,7 +113,7 @@ class IdempotencyStore:
                 table.c.fingerprint == request_hash,
             ),
         )
-        claim = claim.on_conflict_do_update(
+        statement = claim.on_conflict_do_update(
             index_elements=["owner_id", "route", "key"],
             set_={
                 "fingerprint": claim.excluded.fingerprint,
@@ -127,7 +127,7 @@ class IdempotencyStore:
             where=takeover,
         ).returning(table.c.key)
         async with self.sessions() as session, session.begin():
-            if (await (await session.connection()).execute(claim)).first() is not None:
+            if (await (await session.connection()).execute(statement)).first() is not None:
                 return None
             record = (
                 await session.exec(select(IdempotencyRecord).where(*self._match(owner, route, key)))
@@ -170,4 +170,4 @@ async def purge_expired(session: AsyncSession, older_than: Any) -> int:
             col(IdempotencyRecord.expires_at) < func.now(),
         )
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return int(result.rowcount)

@@ -104,7 +104,9 @@ def _storable(value: str) -> str:
     return value
 
 
-Text_ = Annotated[str, AfterValidator(_storable)]
+# The pattern tells clients (and the OpenAPI document) that NUL is refused; the validator also
+# refuses lone surrogates, which JSON Schema cannot express.
+Text_ = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$"), AfterValidator(_storable)]
 Title = Annotated[Text_, StringConstraints(min_length=1, max_length=MAX_TITLE_LENGTH)]
 Tag = Annotated[Text_, StringConstraints(min_length=1, max_length=MAX_TAG_LENGTH)]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]

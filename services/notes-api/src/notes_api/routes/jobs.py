@@ -6,7 +6,7 @@ requests (`run_at`) as `jobs.delayed.requested.v1` on `jobs.delayed.v1` for the 
 """
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4, uuid5
 
 from fastapi import APIRouter, Body, Query
@@ -54,7 +54,7 @@ from notes_api.routes.notes import PROBLEMS, owned_note
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
 
-def new_job(owner: str, job_type: JobType, status: JobStatus, **fields: object) -> Job:
+def new_job(owner: str, job_type: JobType, status: JobStatus, **fields: Any) -> Job:
     now = utc_now()
     return Job(
         id=uuid4(), owner_id=owner, type=str(job_type), status=str(status), attempts=[],

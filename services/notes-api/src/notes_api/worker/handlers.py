@@ -113,7 +113,7 @@ async def insert_copied_note(event: NoteCopyCompleted, engine: AsyncEngine) -> N
         _log.info("note.copied", note_id=str(event.new_note_id), job_id=str(event.job_id))
 
 
-@router.event(LIFECYCLE_EVENTS, stream=JOBS_LIFECYCLE)  # type: ignore[arg-type]
+@router.event(LIFECYCLE_EVENTS, stream=JOBS_LIFECYCLE)
 async def record_job_status(event: JobLifecycle, engine: AsyncEngine) -> None:
     """Move the job's status forward (running, retrying with the error, failed, dead, skipped)."""
     status = event.implied_status()
