@@ -201,6 +201,11 @@ async def test_the_worker_applies_results_from_streams_and_the_relay_publishes_t
         assert request["job_id"] == job_id
         # The archiver's side, simulated: lifecycle and result events on their streams.
         await publish(redis_client, keys, JOBS_LIFECYCLE, attempt(JobStarted, job_id, 1))
+
+        async def running() -> bool:
+            return (await _job(client, alice, job_id))["status"] == "running"
+
+        await eventually(running)  # two streams have no order between them; the test sets one
         await publish(redis_client, keys, NOTES_ARCHIVED, archived(note, job_id))
 
         async def succeeded() -> bool:
