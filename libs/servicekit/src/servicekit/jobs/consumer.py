@@ -17,17 +17,19 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import structlog
-from opentelemetry import propagate, trace
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from contracts import Event, JobRequest
 from servicekit.errors import ErrorKind, SkipJob, classify
-from servicekit.jobs.codec import UndecodableEntry, decode_entry
+from servicekit.jobs.codec import EntryDecoder, UndecodableEntry, parent_context
 from servicekit.jobs.delivery import AttemptHistory, Delivery
 from servicekit.jobs.lifecycle import LifecycleEmitter
 from servicekit.jobs.metrics import JobMetrics
@@ -81,7 +83,16 @@ class RouteConsumer:
         self.group = route.group
         self.streams = [(keys.stream(s.name), s.name, s.weight) for s in route.streams]
         self._contract_name = {key: name for key, name, _ in self.streams}
-        self._accepted = route.accepted
+        self._span_names = {name: f"{name} process" for _, name, _ in self.streams}
+        self._decode = EntryDecoder(route.accepted)
+        # Resolved once: the hot path reads plain attributes, not properties.
+        self._job_type = route.job_type
+        self._carries_jobs = route.carries_jobs
+        self._delivery_cap = self.options.delivery_cap
+        self._timeout = self.options.timeout
+        self._counters: dict[tuple[str, str], Counter] = {}
+        self._deadlines: dict[asyncio.Task[Any], float] = {}
+        self._timed_out: set[asyncio.Task[Any]] = set()
         self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self._outstanding = 0
         self._space = asyncio.Event()
@@ -103,6 +114,8 @@ class RouteConsumer:
             for i in range(self.options.concurrency)
         ]
         housekeeping = asyncio.create_task(self._housekeep(stop), name=f"{self.route.name}-hk")
+        watchdog_stop = asyncio.Event()
+        watchdog = asyncio.create_task(self._watch_deadlines(watchdog_stop))
         try:
             await self._fetch_until(stop)
         finally:
@@ -110,6 +123,10 @@ class RouteConsumer:
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
             await self._drain(workers, grace)
+            watchdog_stop.set()
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
 
     async def _fetch_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -191,77 +208,114 @@ class RouteConsumer:
     # ---- one delivery -------------------------------------------------------------------------
 
     async def _process(self, delivery: Delivery) -> None:
-        route, stream = self.route, delivery.stream
-        duration, wait = self.metrics.for_route(stream, self.group, route.job_type)
+        stream = delivery.stream
+        duration, wait = self.metrics.for_route(stream, self.group, self._job_type)
         delivery.started_at = time.time()
         wait.observe(max(0.0, delivery.started_at - delivery.ready_at))
-        if delivery.deliveries > self.options.delivery_cap:
+        if delivery.deliveries > self._delivery_cap:
             error = RuntimeError(
                 f"delivery cap exceeded: delivered {delivery.deliveries} times "
-                f"(cap {self.options.delivery_cap}); its consumer probably crashed each time"
+                f"(cap {self._delivery_cap}); its consumer probably crashed each time"
             )
-            await self._dead_letter(delivery, error, None, {})
+            await self._dead_letter(delivery, error, None)
             return
         try:
-            event, headers = decode_entry(delivery.fields, self._accepted)
+            event, headers = self._decode(delivery.fields)
         except UndecodableEntry as exc:
-            await self._dead_letter(delivery, exc, None, {})
+            await self._dead_letter(delivery, exc, None)
             return
+        span = self._start_span(delivery, event, headers)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            await self._run_handler(delivery, event, span, duration)
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    async def _run_handler(
+        self, delivery: Delivery, event: Event, span: trace.Span, duration: Histogram
+    ) -> None:
+        carries_jobs = self._carries_jobs
+        if carries_jobs:
+            self.lifecycle.started(event, delivery, self.group)
+        task = cast("asyncio.Task[Any]", asyncio.current_task())  # always inside a worker task
+        started = time.perf_counter()
+        try:
+            self._deadlines[task] = time.monotonic() + self._timeout
+            try:
+                await self.handler(event)
+            except asyncio.CancelledError:
+                if task not in self._timed_out:
+                    raise
+                self._timed_out.discard(task)
+                task.uncancel()
+                raise TimeoutError(f"handler ran longer than {self._timeout} s") from None
+            finally:
+                self._deadlines.pop(task, None)
+        except SkipJob as skip:
+            duration.observe(time.perf_counter() - started)
+            self._ack(delivery)
+            if carries_jobs:
+                self.lifecycle.skipped(event, delivery, self.group, str(skip))
+            self._count(delivery.stream, "skipped")
+            return
+        except Exception as exc:
+            duration.observe(time.perf_counter() - started)
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            await self._handle_failure(delivery, event, exc)
+            return
+        duration.observe(time.perf_counter() - started)
+        self._ack(delivery)
+        if carries_jobs:
+            self.lifecycle.succeeded(event, delivery, self.group)
+        self._count(delivery.stream, "succeeded")
+
+    def _start_span(self, delivery: Delivery, event: Event, headers: dict[str, Any]) -> trace.Span:
         attributes: dict[str, str | int] = {
-            "messaging.system": "redis",
-            "messaging.destination.name": stream,
-            "messaging.consumer.group.name": self.group,
+            "messaging.destination.name": delivery.stream,
             "messaging.message.id": delivery.entry_id.decode(),
-            "job.type": route.job_type,
+            "event.type": event.type,
             "job.attempt": delivery.attempt,
             "job.delivery_count": delivery.deliveries,
-            "event.type": event.type,
         }
-        job_id = getattr(event, "job_id", None)
-        if job_id is not None:
-            attributes["job.id"] = str(job_id)
+        if self._carries_jobs:
+            attributes["job.id"] = str(getattr(event, "job_id", ""))
         links = []
         failed = headers.get("failed_traceparent")
         if failed:
             # A redrive stays in the producer's trace and links to the attempt that failed.
-            failed_context = trace.get_current_span(
-                propagate.extract({"traceparent": failed})
-            ).get_span_context()
+            failed_context = trace.get_current_span(parent_context(failed)).get_span_context()
             links.append(
                 trace.Link(failed_context, {"job.redriven_from": headers.get("redriven_from", "")})
             )
-        span = self.tracer.start_span(
-            f"{stream} process",
-            context=propagate.extract(headers),
+        return self.tracer.start_span(
+            self._span_names[delivery.stream],
+            context=parent_context(headers.get("traceparent")),
             kind=SpanKind.CONSUMER,
             attributes=attributes,
             links=links,
         )
-        with trace.use_span(span, end_on_exit=True, record_exception=False):
-            if route.carries_jobs:
-                self.lifecycle.started(event, delivery, self.group)
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout(self.options.timeout):
-                    await self.handler(event)
-            except SkipJob as skip:
-                duration.observe(time.perf_counter() - started)
-                self._ack(delivery)
-                if route.carries_jobs:
-                    self.lifecycle.skipped(event, delivery, self.group, str(skip))
-                self.metrics.count(stream, self.group, route.job_type, "skipped")
-                return
-            except Exception as exc:
-                duration.observe(time.perf_counter() - started)
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-                await self._handle_failure(delivery, event, exc)
-                return
-            duration.observe(time.perf_counter() - started)
-            self._ack(delivery)
-            if route.carries_jobs:
-                self.lifecycle.succeeded(event, delivery, self.group)
-            self.metrics.count(stream, self.group, route.job_type, "succeeded")
+
+    def _count(self, stream: str, status: str) -> None:
+        key = (stream, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.processed.labels(
+                self.metrics.service, stream, self.group, self._job_type, status
+            )
+        counter.inc()
+
+    async def _watch_deadlines(self, stop: asyncio.Event) -> None:
+        """Cancel handlers that overran the timeout (one timer for all, not one per message)."""
+        tick = max(0.01, min(0.1, self._timeout / 2))
+        while not stop.is_set() or self._deadlines:
+            now = time.monotonic()
+            for task, deadline in list(self._deadlines.items()):
+                if deadline <= now and task not in self._timed_out:
+                    self._timed_out.add(task)
+                    task.cancel()
+            await asyncio.sleep(tick)
 
     def _ack(self, delivery: Delivery) -> None:
         self.outbound.ack(
@@ -275,7 +329,7 @@ class RouteConsumer:
     async def _handle_failure(self, delivery: Delivery, event: Event, exc: Exception) -> None:
         permanent = classify(exc) is ErrorKind.PERMANENT
         if permanent or delivery.attempt >= self.options.max_attempts:
-            await self._dead_letter(delivery, exc, event, {})
+            await self._dead_letter(delivery, exc, event)
             return
         history = delivery.history or AttemptHistory()
         due = time.time() + backoff_delay(self.options, history.failures + 1)
@@ -290,7 +344,7 @@ class RouteConsumer:
                 self.keys.companion(delivery.stream, "retry"), {delivery.entry_id: int(due * 1000)}
             )
             await pipe.execute()
-        self.metrics.count(delivery.stream, self.group, self.route.job_type, "retrying")
+        self._count(delivery.stream, "retrying")
         if self.route.carries_jobs:
             self.lifecycle.retrying(event, delivery, self.group, exc, due)
         _log.warning(
@@ -304,7 +358,7 @@ class RouteConsumer:
         )
 
     async def _dead_letter(
-        self, delivery: Delivery, exc: BaseException, event: Event | None, _: dict[str, str]
+        self, delivery: Delivery, exc: BaseException, event: Event | None
     ) -> None:
         history = delivery.history or AttemptHistory()
         history.record(exc, None)
@@ -322,7 +376,7 @@ class RouteConsumer:
             retry_key=self.keys.companion(delivery.stream, "retry"),
             attempts_key=self.keys.companion(delivery.stream, "attempts"),
         )
-        self.metrics.count(delivery.stream, self.group, self.route.job_type, "dead")
+        self._count(delivery.stream, "dead")
         if event is not None and isinstance(event, JobRequest):
             self.lifecycle.dead_lettered(
                 event,
