@@ -1,16 +1,34 @@
 #!/usr/bin/env bash
-# Starts every service of the platform locally against REDIS_URL and DATABASE_URL.
-# The services arrive with their issues (notes-api, archiver, scheduler, fanout); until then this
-# says so instead of pretending to run something.
+# `make run`: migrate, then start every built service locally in the foreground; Ctrl-C stops all.
+# Uses REDIS_URL / DATABASE_URL (defaults: the local Redis and PostgreSQL on 127.0.0.1).
+# Logs are JSON lines on stdout, prefixed with the process name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-services=()
-for dir in services/*/; do
-  [ -f "$dir/pyproject.toml" ] && services+=("$(basename "$dir")")
-done
-if [ ${#services[@]} -eq 0 ]; then
-  echo "make run: no services exist yet (foundation only). Nothing to start."
-  echo "The libraries are ready: try 'make test' to see a traced message cross Redis Streams."
-  exit 0
-fi
-echo "make run: starting ${services[*]}"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379/0}"
+export DATABASE_URL="${DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
+UV="${UV:-uv}"
+command -v "$UV" >/dev/null 2>&1 || UV="python3 -m uv"
+
+echo "make run: REDIS_URL=${REDIS_URL%%@*}… DATABASE_URL=${DATABASE_URL%%@*}… (passwords not shown)"
+$UV run --locked notes-api migrate
+$UV run --locked archiver migrate
+
+pids=()
+start() {
+  local name=$1; shift
+  ( exec "$@" 2>&1 | sed -u "s/^/[$name] /" ) &
+  pids+=($!)
+}
+stop_all() {
+  echo "make run: stopping ${#pids[@]} processes"
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait
+}
+trap stop_all INT TERM
+
+start notes-api        $UV run --locked notes-api serve
+start notes-api-worker $UV run --locked notes-api-worker
+start archiver         $UV run --locked archiver
+echo "make run: notes-api on http://127.0.0.1:${PORT:-8000} (ops :9100), worker ops :9101, archiver ops :9102"
+echo "make run: create a key with 'uv run notes-api create-key --owner you'; see docs/api.md"
+wait

@@ -84,6 +84,12 @@ def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return event_dict
 
 
+def _drop_color_message(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # uvicorn adds an ANSI-coloured copy of its message for terminals; JSON lines do not want it.
+    event_dict.pop("color_message", None)
+    return event_dict
+
+
 def _add_service(service: str) -> Processor:
     def add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         event_dict.setdefault("service", service)
@@ -116,6 +122,7 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_service(service),
         add_trace_ids,
+        _drop_color_message,
     ]
     renderer: Processor = (
         structlog.dev.ConsoleRenderer(colors=False)

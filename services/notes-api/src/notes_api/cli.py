@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -11,17 +12,30 @@ from notes_api.app import create_app
 from notes_api.auth import create_key, revoke_key
 from notes_api.migrations import migrate
 from notes_api.settings import NotesApiSettings
-from servicekit import create_database_engine
+from servicekit import create_database_engine, run_until_stopped
 
 
 def serve(settings: NotesApiSettings) -> int:
-    # uvicorn handles SIGTERM: stop accepting, finish in-flight requests, run the lifespan's exit.
+    """Serve HTTP until SIGTERM/SIGINT, then drain in-flight requests and exit 0."""
     config = uvicorn.Config(
         create_app(settings), host=settings.host, port=settings.port, log_config=None,
         access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )  # fmt: skip
-    uvicorn.Server(config).run()
-    return 0
+    server = uvicorn.Server(config)
+
+    async def main(stop: asyncio.Event) -> int:
+        # Our own signal handling, not uvicorn's: uvicorn re-raises the signal after a graceful
+        # stop, so the process would end "killed by SIGTERM" instead of exiting 0.
+        serving = asyncio.create_task(server.serve())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        stopping.cancel()
+        await serving
+        return 0
+
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    return run_until_stopped(main)
 
 
 async def _create_key(settings: NotesApiSettings, owner: str) -> int:
