@@ -170,3 +170,31 @@ async def test_vanished_group_makes_worker_not_ready_and_exit_non_zero(harness: 
     ready, checks = await readiness.evaluate()
     assert not ready
     assert "g" in checks["process"]
+
+
+async def test_racing_reclaimers_never_both_process_an_entry(harness: Harness) -> None:
+    key = harness.keys.stream(STREAM)
+    total = 200
+    for n in range(total):
+        await publish(harness.redis, harness.keys, STREAM, Pinged(producer="t", n=n))
+    await harness.redis.xgroup_create(key, "g", id="0")
+    await harness.redis.xreadgroup("g", "dead", {key: ">"}, count=total)  # all owned by the dead
+    handled: list[int] = []
+    routers = []
+    for _ in range(3):
+        router = JobRouter(group="g")
+
+        @router.event(Pinged, stream=STREAM, **fast(visibility_timeout=0.3))
+        async def record_ping(event: Pinged) -> None:
+            handled.append(event.n)
+
+        routers.append(router)
+    workers = [harness.worker(r, consumer=f"reclaimer-{i}") for i, r in enumerate(routers)]
+    async with harness.running(*workers):
+        await eventually(lambda: len(handled) >= total)
+        await eventually(lambda: _no_pending(harness.redis, key))
+    assert sorted(handled) == list(range(total))
+
+
+async def _no_pending(redis: Redis, key: str) -> bool:
+    return int((await redis.xpending(key, "g"))["pending"]) == 0
