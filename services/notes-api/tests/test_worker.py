@@ -140,7 +140,7 @@ async def test_a_cancelled_jobs_result_changes_nothing(
     assert fetched["archived_at"] is None
 
 
-async def test_bulk_children_count_into_parent_progress_and_completion_goes_to_the_outbox(
+async def test_bulk_children_count_into_parent_progress_with_progress_and_completion_events(
     client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
 ) -> None:
     notes = [await create_note(client, alice, tags=["bulk"]) for _ in range(3)]
@@ -162,7 +162,15 @@ async def test_bulk_children_count_into_parent_progress_and_completion_goes_to_t
     job = await _job(client, alice, parent)
     assert job["progress"] == {"total": 3, "succeeded": 1, "failed": 1, "skipped": 1}
     assert job["status"] == "failed"
-    [completed] = await outbox(engine, JOBS_LIFECYCLE)
+    *progress_events, completed = await outbox(engine, JOBS_LIFECYCLE)
+    counts = [tuple(e["payload"][k] for k in ("succeeded", "failed", "skipped"))
+              for e in progress_events]  # fmt: skip
+    assert counts == [(1, 0, 0), (1, 0, 1), (1, 1, 1)]  # one progress event per counted child
+    assert {e["payload"]["type"] for e in progress_events} == {"jobs.lifecycle.progress.v1"}
+    assert {(e["payload"]["job_id"], e["payload"]["total"]) for e in progress_events} == {
+        (parent, 3)
+    }
+    assert completed["payload"]["type"] == "jobs.lifecycle.completed.v1"
     assert completed["payload"]["status"] == "failed"
     assert completed["payload"]["job_id"] == parent
     listed = (await client.get("/v1/jobs", headers=alice)).json()["items"]

@@ -6,9 +6,11 @@ follows retrying of attempt 1).
 """
 
 from typing import Any
+from uuid import UUID, uuid4
 
-from contracts import TERMINAL_STATUSES, JobStatus
+from contracts import TERMINAL_STATUSES, JobStatus, JobType, utc_now
 from notes_api.models import Attempt, Job, JobPublic, Progress
+from notes_api.outbox import current_trace_id
 
 _PHASE = {
     JobStatus.ACCEPTED: 0,
@@ -28,6 +30,17 @@ def moves_forward(job: Job, status: JobStatus, attempt: int | None) -> bool:
         return True
     attempt = job.attempt if attempt is None else attempt
     return (attempt, _PHASE[status]) > (job.attempt, _PHASE[current])
+
+
+def new_job(
+    owner: str, job_type: JobType, status: JobStatus, *, job_id: UUID | None = None, **fields: Any
+) -> Job:
+    """A new job row (not yet added to a session), carrying the current trace id."""
+    now = utc_now()
+    return Job(
+        id=job_id or uuid4(), owner_id=owner, type=str(job_type), status=str(status), attempts=[],
+        trace_id=current_trace_id(), created_at=now, updated_at=now, **fields,
+    )  # fmt: skip
 
 
 def empty_progress(total: int) -> dict[str, int]:

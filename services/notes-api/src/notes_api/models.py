@@ -1,7 +1,7 @@
 """Tables of schema `notes` (sqlmodel) and the API's request/response models.
 
-Tables: `notes`, `api_keys`, `idempotency_keys`, `jobs` (the outbox and inbox tables belong to
-servicekit and are created by the same migration).
+Tables: `notes`, `api_keys`, `idempotency_keys`, `jobs`, `bulk_chunks` (the outbox and inbox
+tables belong to servicekit and are created by the first migration).
 """
 
 from datetime import datetime
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import Column, DateTime, Integer, Text
+from sqlalchemy import Column, DateTime, Integer, Text, Uuid
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
@@ -88,6 +88,21 @@ class Job(SQLModel, table=True):
     trace_id: str | None = SQLField(sa_column=Column(Text, nullable=True))
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
+
+
+class BulkChunk(SQLModel, table=True):
+    """One chunk of a bulk archive parent: its notes, and when it was lost (dead or failed)."""
+
+    __tablename__ = "bulk_chunks"
+    __table_args__ = {"schema": SCHEMA}
+
+    id: UUID = SQLField(primary_key=True)
+    """The chunk's job id (`uuid5(parent, "chunk:<n>")`)."""
+    parent_id: UUID
+    chunk_no: int = SQLField(sa_column=Column(Integer, nullable=False))
+    item_count: int = SQLField(sa_column=Column(Integer, nullable=False))
+    note_ids: list[UUID] = SQLField(sa_column=Column(ARRAY(Uuid), nullable=False))
+    lost_at: datetime | None = _timestamp(nullable=True)
 
 
 # ---- API models ----------------------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """Job endpoints: archive, copy and bulk archive requests (202), job status, list and cancel.
 
 Requests go out through the outbox in the transaction that creates the job row:
-`jobs.archive.default`, `jobs.copy.default`, chunks on `jobs.bulk_archive_chunk.low`, and delayed
+`jobs.archive.default`, `jobs.copy.default`, chunks on `jobs.bulk_archive_chunk.low` (see
+`notes_api.bulk`), and delayed
 requests (`run_at`) as `jobs.delayed.requested.v1` on `jobs.delayed.v1` for the scheduler.
 """
 
 from datetime import timedelta
-from typing import Annotated, Any
-from uuid import UUID, uuid4, uuid5
+from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
@@ -17,15 +18,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import (
     JOBS_DELAYED,
-    JOBS_LIFECYCLE,
-    MAX_CHUNK_ITEMS,
     ArchiveRequested,
-    BulkArchiveChunk,
-    ChunkItem,
     CopyRequested,
     DelayedJobCancelled,
     DelayedJobRequested,
-    JobCompleted,
     JobRequest,
     JobStatus,
     JobType,
@@ -33,10 +29,11 @@ from contracts import (
     job_stream,
     utc_now,
 )
+from notes_api.bulk import create_bulk_archive
 from notes_api.deps import IdempotentDep, OwnerDep, SessionDep, SettingsDep
 from notes_api.errors import Problem
 from notes_api.idempotency import Outcome
-from notes_api.jobs import CANCELLABLE, empty_progress, job_body, job_public
+from notes_api.jobs import CANCELLABLE, job_body, job_public, new_job
 from notes_api.models import (
     ArchiveJobCreate,
     BulkArchiveCreate,
@@ -45,21 +42,12 @@ from notes_api.models import (
     JobAccepted,
     JobPage,
     JobPublic,
-    Note,
 )
-from notes_api.outbox import PRODUCER, current_trace_id, emit
+from notes_api.outbox import PRODUCER, emit
 from notes_api.pagination import decode_cursor, encode_cursor
 from notes_api.routes.notes import PROBLEMS, owned_note
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
-
-
-def new_job(owner: str, job_type: JobType, status: JobStatus, **fields: Any) -> Job:
-    now = utc_now()
-    return Job(
-        id=uuid4(), owner_id=owner, type=str(job_type), status=str(status), attempts=[],
-        trace_id=current_trace_id(), created_at=now, updated_at=now, **fields,
-    )  # fmt: skip
 
 
 def accepted(job: Job) -> Outcome:
@@ -133,40 +121,6 @@ async def copy_note(
     return await call.respond(payload, create)
 
 
-async def create_bulk_archive(
-    session: AsyncSession, owner: str, tag: str | None, not_updated_for_days: int | None
-) -> Job:
-    """Resolve the filter to (note, version) now and write the parent job and its chunks."""
-    statement = select(Note.id, Note.version).where(
-        Note.owner_id == owner, col(Note.archived_at).is_(None)
-    )
-    if tag is not None:
-        statement = statement.where(col(Note.tags).contains([tag]))
-    if not_updated_for_days is not None:
-        cutoff = utc_now() - timedelta(days=not_updated_for_days)
-        statement = statement.where(col(Note.updated_at) < cutoff)
-    rows = (await session.exec(statement.order_by(col(Note.id)))).all()
-    items = [ChunkItem(note_id=note_id, version=version) for note_id, version in rows]
-    status = JobStatus.ACCEPTED if items else JobStatus.SUCCEEDED
-    job = new_job(owner, JobType.BULK_ARCHIVE, status, progress=empty_progress(len(items)))
-    session.add(job)
-    await session.flush()
-    stream = job_stream(JobType.BULK_ARCHIVE_CHUNK, Priority.LOW)
-    for chunk_no, start in enumerate(range(0, len(items), MAX_CHUNK_ITEMS)):
-        chunk = BulkArchiveChunk(
-            producer=PRODUCER, owner_id=owner, job_id=uuid5(job.id, f"chunk:{chunk_no}"),
-            parent_job_id=job.id, chunk_no=chunk_no, items=items[start : start + MAX_CHUNK_ITEMS],
-        )  # fmt: skip
-        await emit(session, chunk, stream=stream, aggregate_id=job.id)
-    if not items:  # nothing to do: complete at once, and say so like any parent
-        completed = JobCompleted(
-            producer=PRODUCER, job_id=job.id, job_type=job.type, trace_id=job.trace_id,
-            total=0, succeeded=0, failed=0, skipped=0, status=JobStatus.SUCCEEDED,
-        )  # fmt: skip
-        await emit(session, completed, stream=JOBS_LIFECYCLE, aggregate_id=job.id)
-    return job
-
-
 @router.post("/notes:bulk-archive", status_code=202, response_model=JobAccepted, responses=PROBLEMS)
 async def bulk_archive(
     call: IdempotentDep, payload: Annotated[BulkArchiveCreate | None, Body()] = None
@@ -178,6 +132,7 @@ async def bulk_archive(
         job = await create_bulk_archive(
             session, call.owner, criteria.tag, criteria.not_updated_for_days
         )
+        assert job is not None
         return accepted(job)
 
     return await call.respond(payload, create)

@@ -1,12 +1,14 @@
 """notes-api-worker handlers: apply job results and lifecycle events to notes-api's own data.
 
 Consumes (group `notes-api-worker`): `notes.archived.v1`, `notes.copy_completed.v1`,
-`jobs.lifecycle.v1`, `commands.purge_idempotency_keys.v1`. Emits through the outbox: the copy's
-`notes.created.v1` and a bulk parent's `jobs.lifecycle.completed.v1`. Every handler runs in one
+`jobs.lifecycle.v1`, `commands.auto_archive.v1`, `commands.purge_idempotency_keys.v1`. Emits
+through the outbox: the copy's `notes.created.v1`, a bulk parent's `jobs.lifecycle.progress.v1`
+and `jobs.lifecycle.completed.v1`, and auto-archive's bulk chunks. Every handler runs in one
 `handler_transaction` (inbox + effect + outbox), so a redelivery changes nothing.
 """
 
 from typing import Any
+from uuid import uuid5
 
 from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
@@ -14,11 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import (
+    COMMANDS_AUTO_ARCHIVE,
     COMMANDS_PURGE_IDEMPOTENCY_KEYS,
     JOBS_LIFECYCLE,
     NOTES_ARCHIVED,
     NOTES_COPY_COMPLETED,
     NOTES_CREATED,
+    AutoArchiveRequested,
     JobAttemptEvent,
     JobCompleted,
     JobDeadLettered,
@@ -39,10 +43,11 @@ from contracts import (
     Service,
     utc_now,
 )
+from notes_api.bulk import create_parent, matching_owners, resolve_items
 from notes_api.idempotency import purge_expired
 from notes_api.models import Note
 from notes_api.settings import SCHEMA
-from notes_api.worker.store import PRODUCER, advance, child_job, load_job
+from notes_api.worker.store import PRODUCER, advance, child_job, load_job, lose_chunk
 from servicekit import get_logger, handler_transaction
 from servicekit.jobs import JobRouter
 
@@ -124,6 +129,14 @@ async def record_job_status(event: JobLifecycle, engine: AsyncEngine) -> None:
     async with handler_transaction(engine, schema=SCHEMA, group=GROUP, event=event) as tx:
         if tx.already_processed:
             return
+        if (
+            event.job_type == JobType.BULK_ARCHIVE_CHUNK
+            and isinstance(event, JobDeadLettered | JobFailed)
+            and event.parent_job_id is not None
+        ):  # a lost chunk never expands: its items count as failed on the parent
+            status = JobStatus.DEAD if isinstance(event, JobDeadLettered) else JobStatus.FAILED
+            await lose_chunk(tx, event.job_id, event.parent_job_id, status, _error(event) or "")
+            return
         job = await load_job(tx.connection, event.job_id)
         if job is None and event.parent_job_id is not None and event.job_type == JobType.ARCHIVE:
             job = await child_job(tx.connection, event.job_id, event.parent_job_id, None)
@@ -147,6 +160,33 @@ def _error(event: JobLifecycle) -> str | None:
     if isinstance(event, JobSkipped):
         return event.reason
     return None
+
+
+@router.event(AutoArchiveRequested, stream=COMMANDS_AUTO_ARCHIVE)
+async def auto_archive_notes(event: AutoArchiveRequested, engine: AsyncEngine) -> None:
+    """Create a bulk archive parent job per owner with matching notes (the HTTP route's path).
+
+    The cutoff counts from the tick's time; parent ids derive from the tick's event id and the
+    owner, and the inbox absorbs the same tick from every scheduler replica.
+    """
+    async with handler_transaction(engine, schema=SCHEMA, group=GROUP, event=event) as tx:
+        if tx.already_processed:
+            return
+        days, now = event.not_updated_for_days, event.tick_at
+        async with AsyncSession(bind=tx.connection) as session:
+            if event.owner_id is not None:
+                owners = [event.owner_id]
+            else:
+                owners = await matching_owners(session, event.tag, days, now)
+            created = 0
+            for owner in owners:
+                items = await resolve_items(session, owner, event.tag, days, now=now)
+                if not items:
+                    continue  # no empty parents from a tick
+                job_id = uuid5(event.event_id, owner)
+                await create_parent(session, owner, items, job_id=job_id)
+                created += 1
+        _log.info("auto_archive.done", schedule=event.schedule, owners=len(owners), jobs=created)
 
 
 @router.event(PurgeExpiredIdempotencyKeys, stream=COMMANDS_PURGE_IDEMPOTENCY_KEYS)

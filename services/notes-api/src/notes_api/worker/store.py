@@ -1,21 +1,33 @@
 """The worker's writes to schema `notes`, on the handler transaction's connection.
 
 Job status only moves forward (`notes_api.jobs.moves_forward`); a parent's progress is counted
-from its children's terminal statuses, each child once, and its completion goes to the outbox.
+from its children's terminal statuses, each child once; every count sends the parent's progress,
+and its completion, through the outbox. A lost bulk chunk (dead-lettered or failed, so never
+expanded) moves its children that have no terminal status yet to the chunk's status, and counts
+them as failed, so the parent completes.
 """
 
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import update
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import select
 
-from contracts import JOBS_LIFECYCLE, TERMINAL_STATUSES, JobCompleted, JobStatus, JobType, utc_now
+from contracts import (
+    JOBS_LIFECYCLE,
+    TERMINAL_STATUSES,
+    JobCompleted,
+    JobProgress,
+    JobStatus,
+    JobType,
+    bulk_child_job_id,
+    utc_now,
+)
 from notes_api.jobs import moves_forward
-from notes_api.models import Job
-from servicekit import HandlerTransaction
+from notes_api.models import BulkChunk, Job
+from servicekit import HandlerTransaction, get_logger
 
 PRODUCER = "notes-api-worker"
 _BUCKET = {
@@ -26,6 +38,9 @@ _BUCKET = {
     JobStatus.CANCELLED: "failed",
 }
 _JOBS = Job.__table__  # type: ignore[attr-defined]
+_CHUNKS = BulkChunk.__table__  # type: ignore[attr-defined]
+_TERMINAL = [str(s) for s in TERMINAL_STATUSES]
+_log = get_logger("notes_api.worker")
 
 
 async def load_job(connection: AsyncConnection, job_id: UUID) -> Job | None:
@@ -83,11 +98,22 @@ async def advance(
 
 
 async def count_child(tx: HandlerTransaction, parent_id: UUID, status: JobStatus) -> None:
+    await count_children(tx, parent_id, {_BUCKET[status]: 1})
+
+
+async def count_children(tx: HandlerTransaction, parent_id: UUID, counts: dict[str, int]) -> None:
+    """Add ``counts`` (bucket → children) to the parent; emit its progress, and completion."""
     parent = await load_job(tx.connection, parent_id)
     if parent is None or JobStatus(parent.status) in TERMINAL_STATUSES or parent.progress is None:
         return
     progress = dict(parent.progress)
-    progress[_BUCKET[status]] += 1
+    for bucket, n in counts.items():
+        remaining = progress["total"] - progress["succeeded"] - progress["failed"]
+        remaining -= progress["skipped"]
+        if n > remaining:  # never count past the total (each child is counted once anyway)
+            _log.warning("job.progress_overflow", job_id=str(parent_id), bucket=bucket, count=n)
+            n = remaining
+        progress[bucket] += n
     done = progress["succeeded"] + progress["failed"] + progress["skipped"]
     final = None
     if done >= progress["total"]:
@@ -97,9 +123,60 @@ async def count_child(tx: HandlerTransaction, parent_id: UUID, status: JobStatus
         .where(_JOBS.c.id == parent_id)
         .values(status=str(final or JobStatus.RUNNING), progress=progress, updated_at=utc_now())
     )
+    common = {"producer": PRODUCER, "job_id": parent_id, "job_type": parent.type,
+              "trace_id": parent.trace_id, **progress}  # fmt: skip
+    await tx.emit(JobProgress(**common), stream=JOBS_LIFECYCLE, aggregate_id=str(parent_id))
     if final is not None:
-        completed = JobCompleted(
-            producer=PRODUCER, job_id=parent_id, job_type=parent.type, trace_id=parent.trace_id,
-            status=final, **progress,
-        )  # fmt: skip
+        completed = JobCompleted(**common, status=final)
         await tx.emit(completed, stream=JOBS_LIFECYCLE, aggregate_id=str(parent_id))
+
+
+async def lose_chunk(
+    tx: HandlerTransaction, chunk_id: UUID, parent_id: UUID, status: JobStatus, error: str
+) -> int:
+    """Count a dead or failed chunk's items as failed on its parent, once; return how many.
+
+    Children the chunk never produced get a row with the chunk's status; children that exist
+    without a terminal status (it died after publishing some) move to it; children already
+    terminal were counted by their own result. So every item is counted exactly once.
+    """
+    connection = tx.connection
+    chunk = (
+        await connection.execute(
+            _CHUNKS.select()
+            .where(_CHUNKS.c.id == chunk_id, _CHUNKS.c.parent_id == parent_id)
+            .with_for_update()
+        )
+    ).first()
+    if chunk is None or chunk.lost_at is not None:
+        return 0  # not a chunk of ours, or already counted
+    owner = (await connection.execute(select(Job.owner_id).where(Job.id == parent_id))).first()
+    if owner is None:
+        return 0
+    await connection.execute(
+        update(_CHUNKS).where(_CHUNKS.c.id == chunk_id).values(lost_at=func.now())
+    )
+    child_ids = [bulk_child_job_id(parent_id, note_id) for note_id in chunk.note_ids]
+    values = {"status": str(status), "error": f"bulk chunk {chunk.chunk_no} lost: {error}",
+              "updated_at": utc_now()}  # fmt: skip
+    moved = await connection.execute(
+        update(_JOBS)
+        .where(_JOBS.c.id.in_(child_ids), _JOBS.c.status.not_in(_TERMINAL))
+        .values(**values)
+        .returning(_JOBS.c.id)
+    )
+    failed = len(moved.all())
+    rows = [{"id": child_id, "owner_id": owner.owner_id, "type": str(JobType.ARCHIVE),
+             "parent_id": parent_id, "attempt": 0, "attempts": [],
+             "created_at": values["updated_at"], **values} for child_id in child_ids]  # fmt: skip
+    inserted = await connection.execute(
+        insert(_JOBS)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(_JOBS.c.id)
+    )
+    failed += len(inserted.all())
+    _log.info("bulk_chunk.lost", chunk_id=str(chunk_id), parent_id=str(parent_id), failed=failed)
+    if failed:
+        await count_children(tx, parent_id, {"failed": failed})
+    return failed

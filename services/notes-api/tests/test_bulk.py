@@ -1,0 +1,162 @@
+"""Scheduled auto-archive (bulk parents per owner) and lost bulk chunks counted on the parent."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4, uuid5
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from contracts import (
+    JOBS_LIFECYCLE,
+    AutoArchiveRequested,
+    BulkArchiveChunk,
+    JobDeadLettered,
+    JobFailed,
+    JobType,
+    NoteArchived,
+    Priority,
+    bulk_child_job_id,
+    job_stream,
+)
+from notes_api.worker.handlers import auto_archive_notes, mark_note_archived, record_job_status
+
+from .conftest import count, create_note, outbox
+
+CHUNKS = job_stream(JobType.BULK_ARCHIVE_CHUNK, Priority.LOW)
+TICK = datetime(2024, 1, 1, 3, 0, tzinfo=UTC)  # cutoffs count from the tick, not the clock
+
+
+async def _old_notes(engine: AsyncEngine, owner: str, n: int, *, days: int, tag: str) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO notes.notes (id, owner_id, title, body, tags, version, created_at, "
+                "updated_at) SELECT gen_random_uuid(), :owner, 'old', '', ARRAY[:tag], 2, "
+                ":at, :at FROM generate_series(1, :n)"
+            ),
+            {"owner": owner, "tag": tag, "n": n, "at": TICK - timedelta(days=days)},
+        )
+
+
+def _tick(**fields: Any) -> AutoArchiveRequested:
+    return AutoArchiveRequested.for_tick(
+        schedule="auto-archive", tick_at=TICK, producer="scheduler", **fields
+    )
+
+
+async def _chunks(engine: AsyncEngine) -> list[BulkArchiveChunk]:
+    return [BulkArchiveChunk.model_validate(r["payload"]) for r in await outbox(engine, CHUNKS)]
+
+
+async def _parent(engine: AsyncEngine, parent_id: UUID) -> dict[str, Any]:
+    async with engine.connect() as connection:
+        row = await connection.execute(
+            text("SELECT * FROM notes.jobs WHERE id = :id"), {"id": parent_id}
+        )
+        return dict(row.one()._mapping)
+
+
+async def test_auto_archive_creates_one_bulk_parent_per_owner_with_matching_notes(
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    await _old_notes(engine, "alice", 1001, days=40, tag="t")
+    await _old_notes(engine, "bob", 2, days=40, tag="t")
+    await _old_notes(engine, "carol", 3, days=10, tag="t")  # too recent
+    await _old_notes(engine, "dave", 1, days=40, tag="other")  # not the tag
+    await create_note(client, alice, tags=["t"])  # updated now: after the tick, never matches
+    tick = _tick(not_updated_for_days=30, tag="t")
+    await auto_archive_notes(tick, engine)
+    replica = _tick(not_updated_for_days=30, tag="t")  # the same tick from another replica
+    assert replica.event_id == tick.event_id
+    await auto_archive_notes(replica, engine)
+    chunks = await _chunks(engine)
+    by_owner = {(c.owner_id, c.chunk_no): len(c.items) for c in chunks}
+    assert by_owner == {("alice", 0): 1000, ("alice", 1): 1, ("bob", 0): 2}
+    parents = {c.owner_id: c.parent_job_id for c in chunks}
+    assert parents == {o: uuid5(tick.event_id, o) for o in ("alice", "bob")}
+    alice_job = await _parent(engine, parents["alice"])
+    assert (alice_job["type"], alice_job["status"]) == ("bulk_archive", "accepted")
+    assert alice_job["progress"] == {"total": 1001, "succeeded": 0, "failed": 0, "skipped": 0}
+    assert {item.version for c in chunks for item in c.items} == {2}
+    assert await count(engine, "bulk_chunks") == 3  # each chunk's notes, for a lost chunk
+    listed = (await client.get("/v1/jobs", headers=alice)).json()["items"]
+    assert [j["id"] for j in listed] == [str(parents["alice"])]
+
+
+async def test_auto_archive_for_one_owner_without_a_tag_and_no_empty_parents(
+    engine: AsyncEngine,
+) -> None:
+    await _old_notes(engine, "alice", 2, days=40, tag="a")
+    await _old_notes(engine, "alice", 1, days=40, tag="b")
+    await _old_notes(engine, "bob", 5, days=40, tag="a")
+    await auto_archive_notes(_tick(owner_id="alice", not_updated_for_days=30), engine)
+    [chunk] = await _chunks(engine)
+    assert (chunk.owner_id, len(chunk.items)) == ("alice", 3)
+    await auto_archive_notes(_tick(owner_id="erin", not_updated_for_days=1), engine)
+    assert await count(engine, "jobs") == 1  # an owner with nothing to archive gets no job
+
+
+def _lost(cls: type, chunk: BulkArchiveChunk, **fields: Any) -> Any:
+    return cls(producer="fanout", job_id=chunk.job_id, job_type="bulk_archive_chunk", attempt=5,
+               stream=CHUNKS, parent_job_id=chunk.parent_job_id, error_class="E",
+               error_message="fanout gave up", **fields)  # fmt: skip
+
+
+async def test_a_dead_chunk_counts_its_items_as_failed_once_and_the_parent_completes(
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    notes = [await create_note(client, alice, tags=["bulk"]) for _ in range(3)]
+    response = await client.post("/v1/notes:bulk-archive", json={"tag": "bulk"}, headers=alice)
+    parent = UUID(response.json()["job_id"])
+    [chunk] = await _chunks(engine)
+    first = chunk.items[0]  # fanout published this child before the chunk died; it succeeded
+    archived = NoteArchived(producer="archiver", owner_id="alice", note_id=first.note_id,
+                            version=1, job_id=bulk_child_job_id(parent, first.note_id),
+                            parent_job_id=parent)  # fmt: skip
+    await mark_note_archived(archived, engine)
+    dead = _lost(JobDeadLettered, chunk, attempts=5, dead_letter_stream=f"{CHUNKS}.dlq",
+                 dead_letter_id="1-0")  # fmt: skip
+    await record_job_status(dead, engine)
+    await record_job_status(dead.model_copy(update={"event_id": uuid4()}), engine)  # counted once
+    job = (await client.get(f"/v1/jobs/{parent}", headers=alice)).json()
+    assert job["progress"] == {"total": 3, "succeeded": 1, "failed": 2, "skipped": 0}
+    assert job["status"] == "failed"
+    events = [row["payload"] for row in await outbox(engine, JOBS_LIFECYCLE)]
+    assert [(e["type"], e["succeeded"], e["failed"]) for e in events] == [
+        ("jobs.lifecycle.progress.v1", 1, 0),
+        ("jobs.lifecycle.progress.v1", 1, 2),
+        ("jobs.lifecycle.completed.v1", 1, 2),
+    ]
+    assert events[-1]["status"] == "failed"
+    async with engine.connect() as connection:
+        children = await connection.execute(
+            text("SELECT status, error FROM notes.jobs WHERE parent_id = :p ORDER BY status"),
+            {"p": parent},
+        )
+        rows = [tuple(r) for r in children]
+    assert [r[0] for r in rows] == ["dead", "dead", "succeeded"]
+    assert rows[0][1] == "bulk chunk 0 lost: E: fanout gave up"
+    # A late result of a child the dead chunk had published changes no count.
+    late = notes[1] if UUID(notes[1]["id"]) != first.note_id else notes[2]
+    late_archived = archived.model_copy(update={
+        "event_id": uuid4(), "note_id": UUID(late["id"]),
+        "job_id": bulk_child_job_id(parent, UUID(late["id"])),
+    })  # fmt: skip
+    await mark_note_archived(late_archived, engine)
+    job = (await client.get(f"/v1/jobs/{parent}", headers=alice)).json()
+    assert job["progress"] == {"total": 3, "succeeded": 1, "failed": 2, "skipped": 0}
+
+
+async def test_a_failed_chunk_of_several_counts_only_its_own_items(
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    await _old_notes(engine, "alice", 1001, days=40, tag="t")
+    response = await client.post("/v1/notes:bulk-archive", json={"tag": "t"}, headers=alice)
+    parent = response.json()["job_id"]
+    _, second = await _chunks(engine)
+    await record_job_status(_lost(JobFailed, second), engine)
+    job = (await client.get(f"/v1/jobs/{parent}", headers=alice)).json()
+    assert job["progress"] == {"total": 1001, "succeeded": 0, "failed": 1, "skipped": 0}
+    assert job["status"] == "running"  # the first chunk's 1,000 children are still to come
