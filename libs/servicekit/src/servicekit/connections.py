@@ -28,6 +28,8 @@ def create_redis(settings: ServiceSettings, *, timeout: float = 5.0) -> Redis:
     client: Redis = Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=timeout,
+        # Longer than any blocking read (JobOptions.block_ms), so only a dead link times out.
+        socket_timeout=30.0,
         health_check_interval=30,
         **extra,
     )

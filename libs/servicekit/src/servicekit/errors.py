@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
-
-from pydantic import ValidationError
 
 __all__ = ["ErrorKind", "PermanentError", "SkipJob", "TransientError", "classify"]
 
@@ -34,13 +31,13 @@ class ErrorKind(StrEnum):
 
 
 def classify(exc: BaseException) -> ErrorKind:
-    """Send undecodable, invalid or explicitly permanent failures to dead letters, others to retry.
+    """Send ``PermanentError`` (undecodable entries are one) to dead letters, all else to retry.
 
-    A handler timeout (``TimeoutError``) and every unknown exception are transient: retrying a
-    permanent failure costs a few attempts, dead-lettering a transient one loses work.
+    A handler timeout (``TimeoutError``) and every other exception are transient, even a JSON or
+    validation error raised inside a handler (a dependency answering an HTML error page is no
+    reason to give up): retrying a permanent failure costs a few attempts, dead-lettering a
+    transient one loses work.
     """
-    if isinstance(
-        exc, PermanentError | ValidationError | UnicodeDecodeError | json.JSONDecodeError
-    ):
+    if isinstance(exc, PermanentError):
         return ErrorKind.PERMANENT
     return ErrorKind.TRANSIENT

@@ -84,6 +84,15 @@ async def run_worker(
     await ops.start()
     _log.info("process.started", ops_port=ops.port, consumer=settings.consumer_name)
     loops = [asyncio.create_task(loop(halt)) for loop in background]
+
+    def report_crash(task: asyncio.Task[None]) -> None:
+        # A background loop (the outbox relay) that dies would leave the process running green.
+        if not task.cancelled() and task.exception() is not None:
+            readiness.fail(f"background loop failed: {task.exception()!r}")
+            _log.error("process.background_failed", error=repr(task.exception()))
+
+    for task in loops:
+        task.add_done_callback(report_crash)
     try:
         exit_code = await worker.run(stop)
     finally:

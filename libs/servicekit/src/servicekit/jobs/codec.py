@@ -32,6 +32,17 @@ def decode_entry(
     """
     if isinstance(accepted, type):
         accepted = {accepted.type_name(): accepted}
+    try:
+        return _decode(fields, accepted)
+    except UndecodableEntry:
+        raise
+    except Exception as exc:  # any other surprise in a foreign entry is still a poison entry
+        raise UndecodableEntry(f"undecodable entry: {type(exc).__name__}: {exc}") from exc
+
+
+def _decode(
+    fields: dict[bytes, bytes], accepted: dict[str, type[Event]]
+) -> tuple[Event, dict[str, Any]]:
     data = fields.get(_DATA_KEY)
     if data is None:
         raise UndecodableEntry(f"entry has no {DATA_FIELD} field")
@@ -47,6 +58,8 @@ def decode_entry(
             raise UndecodableEntry(f"undecodable entry: {exc}") from exc
     if not isinstance(body, dict):
         raise UndecodableEntry("entry body is not a JSON object")
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        raise UndecodableEntry("entry headers are not an object of strings")
     declared = headers.get("event_type") or body.get("type")
     if len(accepted) == 1 and declared is None:
         declared = next(iter(accepted))

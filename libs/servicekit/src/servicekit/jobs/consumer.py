@@ -25,7 +25,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from contracts import Event, JobRequest
 from servicekit.errors import ErrorKind, SkipJob, classify
@@ -36,7 +36,7 @@ from servicekit.jobs.metrics import JobMetrics
 from servicekit.jobs.options import backoff_delay
 from servicekit.jobs.outbound import Outbound
 from servicekit.jobs.routing import Route
-from servicekit.jobs.scripts import CLAIM_DUE, RECLAIM_IDLE, SET_IDLE
+from servicekit.jobs.scripts import CLAIM_DUE, RECLAIM_IDLE, SCHEDULE_RETRY, SET_IDLE
 from servicekit.keys import StreamKeys
 
 __all__ = ["GroupLostError", "RouteConsumer"]
@@ -52,6 +52,10 @@ class GroupLostError(RuntimeError):
 def _is_group_loss(exc: ResponseError) -> bool:
     text = str(exc)
     return "NOGROUP" in text or "no longer exists" in text
+
+
+class HandlerCancelledError(Exception):
+    """The handler was cancelled by something other than the runtime (retried as transient)."""
 
 
 class RouteConsumer:
@@ -90,17 +94,21 @@ class RouteConsumer:
         self._carries_jobs = route.carries_jobs
         self._delivery_cap = self.options.delivery_cap
         self._timeout = self.options.timeout
+        self._visibility = self.options.visibility_timeout
         self._counters: dict[tuple[str, str], Counter] = {}
         self._deadlines: dict[asyncio.Task[Any], float] = {}
         self._timed_out: set[asyncio.Task[Any]] = set()
         self._queue: asyncio.Queue[Delivery | None] = asyncio.Queue()
-        self._outstanding = 0
+        # Every entry this consumer holds, queued or running; its lease is kept alive and it is
+        # never queued twice (a reclaim of an entry we still hold would run it twice).
+        self._held: dict[tuple[str, bytes], Delivery] = {}
         self._space = asyncio.Event()
         self._space.set()
-        self._inflight: dict[tuple[str, bytes], Delivery] = {}
+        self._own_pending_left = True
         self.paused: set[str] = set()
         self._claim_due = redis.register_script(CLAIM_DUE)
         self._reclaim = redis.register_script(RECLAIM_IDLE)
+        self._schedule_retry = redis.register_script(SCHEDULE_RETRY)
         self._set_idle = redis.register_script(SET_IDLE)
         self._max_outstanding = self.options.concurrency + self.options.read_count
 
@@ -113,33 +121,31 @@ class RouteConsumer:
             asyncio.create_task(self._work(), name=f"{self.route.name}-worker-{i}")
             for i in range(self.options.concurrency)
         ]
-        housekeeping = asyncio.create_task(self._housekeep(stop), name=f"{self.route.name}-hk")
-        watchdog_stop = asyncio.Event()
-        watchdog = asyncio.create_task(self._watch_deadlines(watchdog_stop))
+        drained = asyncio.Event()
+        housekeeping = asyncio.create_task(
+            self._housekeep(stop, drained), name=f"{self.route.name}-housekeeping"
+        )
+        watchdog = asyncio.create_task(self._watch_deadlines(drained))
         try:
             await self._fetch_until(stop)
         finally:
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
-            await self._drain(workers, grace)
-            watchdog_stop.set()
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+            try:
+                await self._drain(workers, grace)
+            finally:
+                drained.set()
+                for task in (housekeeping, watchdog):
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await asyncio.wait_for(task, 5)
 
     async def _fetch_until(self, stop: asyncio.Event) -> None:
+        failures = 0
         while not stop.is_set():
-            capacity = self._max_outstanding - self._outstanding
+            capacity = self._max_outstanding - len(self._held)
             # Fetch whole batches only (workers still have up to `concurrency` entries meanwhile):
             # small reads would flatten the 6 : 3 : 1 priority split and cost more round trips.
             if capacity < self.options.read_count:
                 self._space.clear()
-                stopped = asyncio.create_task(stop.wait())
-                space = asyncio.create_task(self._space.wait())
-                await asyncio.wait({stopped, space}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
-                space.cancel()
+                await _first_of(stop.wait(), self._space.wait())
                 continue
             active = [s for s in self.streams if s[0] not in self.paused]
             if not active:
@@ -147,15 +153,24 @@ class RouteConsumer:
                     await asyncio.wait_for(stop.wait(), 0.5)
                 continue
             try:
-                batch = await self._read(active, min(capacity, self.options.read_count))
+                await self._read(active, min(capacity, self.options.read_count))
+                failures = 0
             except ResponseError as exc:
                 if _is_group_loss(exc):
                     raise GroupLostError(f"{self.group} on {self.route.name}: {exc}") from exc
-                raise
-            for delivery in batch:
-                self._put(delivery)
+                failures += 1
+                await self._back_off(stop, failures, exc)
+            except (RedisError, OSError) as exc:
+                failures += 1
+                await self._back_off(stop, failures, exc)
 
-    async def _read(self, streams: list[tuple[str, str, int]], count: int) -> list[Delivery]:
+    async def _back_off(self, stop: asyncio.Event, failures: int, exc: BaseException) -> None:
+        delay = min(5.0, 0.1 * 2**failures)
+        _log.warning("jobs.read_failed", route=self.route.name, error=repr(exc), retry_in=delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+    async def _read(self, streams: list[tuple[str, str, int]], count: int) -> None:
         """Read new entries: weighted non-blocking reads first, then one blocking read."""
         await self.outbound.flush()
         if len(streams) > 1:
@@ -165,10 +180,14 @@ class RouteConsumer:
                     pipe.xreadgroup(
                         self.group, self.consumer, {key: ">"}, count=max(1, count * weight // total)
                     )
-                replies = await pipe.execute(raise_on_error=True)
-            batch = [d for reply in replies for d in self._parse_read(reply)]
-            if batch:
-                return batch
+                replies = await pipe.execute(raise_on_error=False)
+            # Queue what was delivered before raising: those entries are ours now.
+            errors = [r for r in replies if isinstance(r, Exception)]
+            got = sum(self._queue_read(r) for r in replies if not isinstance(r, Exception))
+            if errors:
+                raise errors[0]
+            if got:
+                return
         reply = await self.redis.xreadgroup(
             self.group,
             self.consumer,
@@ -176,33 +195,44 @@ class RouteConsumer:
             count=count,
             block=self.options.block_ms,
         )
-        return self._parse_read(reply)
+        self._queue_read(reply)
 
-    def _parse_read(self, reply: Any) -> list[Delivery]:
-        out: list[Delivery] = []
+    def _queue_read(self, reply: Any) -> int:
+        queued = 0
         for stream_key, entries in reply or ():
             key = stream_key.decode() if isinstance(stream_key, bytes) else stream_key
             name = self._contract_name[key]
             for entry_id, fields in entries:
-                out.append(Delivery(key, name, entry_id, fields))
-        return out
+                queued += self._put(Delivery(key, name, entry_id, fields))
+        return queued
 
-    def _put(self, delivery: Delivery) -> None:
-        self._outstanding += 1
+    def _put(self, delivery: Delivery) -> int:
+        held = (delivery.stream_key, delivery.entry_id)
+        if held in self._held:
+            return 0  # already queued or running here
+        delivery.leased_at = time.monotonic()
+        self._held[held] = delivery
         self._queue.put_nowait(delivery)
+        return 1
 
     async def _work(self) -> None:
         while True:
             delivery = await self._queue.get()
             if delivery is None:
                 return
-            key = (delivery.stream_key, delivery.entry_id)
-            self._inflight[key] = delivery
             try:
                 await self._process(delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the worker must survive; the entry stays pending
+                _log.exception(
+                    "jobs.delivery_failed",
+                    stream=delivery.stream,
+                    entry_id=delivery.entry_id.decode(),
+                    error=repr(exc),
+                )
             finally:
-                del self._inflight[key]
-                self._outstanding -= 1
+                self._held.pop((delivery.stream_key, delivery.entry_id), None)
                 self._space.set()
 
     # ---- one delivery -------------------------------------------------------------------------
@@ -212,17 +242,17 @@ class RouteConsumer:
         duration, wait = self.metrics.for_route(stream, self.group, self._job_type)
         delivery.started_at = time.time()
         wait.observe(max(0.0, delivery.started_at - delivery.ready_at))
+        try:
+            event, headers = self._decode(delivery.fields)
+        except UndecodableEntry as exc:
+            await self._dead_letter(delivery, exc, None)
+            return
         if delivery.deliveries > self._delivery_cap:
             error = RuntimeError(
                 f"delivery cap exceeded: delivered {delivery.deliveries} times "
                 f"(cap {self._delivery_cap}); its consumer probably crashed each time"
             )
-            await self._dead_letter(delivery, error, None)
-            return
-        try:
-            event, headers = self._decode(delivery.fields)
-        except UndecodableEntry as exc:
-            await self._dead_letter(delivery, exc, None)
+            await self._dead_letter(delivery, error, event)
             return
         span = self._start_span(delivery, event, headers)
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -238,20 +268,9 @@ class RouteConsumer:
         carries_jobs = self._carries_jobs
         if carries_jobs:
             self.lifecycle.started(event, delivery, self.group)
-        task = cast("asyncio.Task[Any]", asyncio.current_task())  # always inside a worker task
         started = time.perf_counter()
         try:
-            self._deadlines[task] = time.monotonic() + self._timeout
-            try:
-                await self.handler(event)
-            except asyncio.CancelledError:
-                if task not in self._timed_out:
-                    raise
-                self._timed_out.discard(task)
-                task.uncancel()
-                raise TimeoutError(f"handler ran longer than {self._timeout} s") from None
-            finally:
-                self._deadlines.pop(task, None)
+            await self._call_handler(event)
         except SkipJob as skip:
             duration.observe(time.perf_counter() - started)
             self._ack(delivery)
@@ -271,6 +290,29 @@ class RouteConsumer:
             self.lifecycle.succeeded(event, delivery, self.group)
         self._count(delivery.stream, "succeeded")
 
+    async def _call_handler(self, event: Event) -> None:
+        """Run the handler under the deadline watchdog; turn its cancellation into errors."""
+        task = cast("asyncio.Task[Any]", asyncio.current_task())  # always a worker task
+        timed_out = False
+        try:
+            try:
+                self._deadlines[task] = time.monotonic() + self._timeout
+                await self.handler(event)
+            finally:
+                self._deadlines.pop(task, None)
+                if task in self._timed_out:
+                    # Whatever the handler made of the watchdog's cancel, undo it here, so the
+                    # worker's next await is not cancelled and the next deadline is enforced.
+                    self._timed_out.discard(task)
+                    task.uncancel()
+                    timed_out = True
+        except asyncio.CancelledError:
+            if timed_out:
+                raise TimeoutError(f"handler ran longer than {self._timeout} s") from None
+            if task.cancelling() == 0:
+                raise HandlerCancelledError("the handler was cancelled") from None
+            raise  # the runtime itself is stopping this worker
+
     def _start_span(self, delivery: Delivery, event: Event, headers: dict[str, Any]) -> trace.Span:
         attributes: dict[str, str | int] = {
             "messaging.destination.name": delivery.stream,
@@ -283,15 +325,18 @@ class RouteConsumer:
             attributes["job.id"] = str(getattr(event, "job_id", ""))
         links = []
         failed = headers.get("failed_traceparent")
-        if failed:
+        if isinstance(failed, str):
             # A redrive stays in the producer's trace and links to the attempt that failed.
             failed_context = trace.get_current_span(parent_context(failed)).get_span_context()
             links.append(
-                trace.Link(failed_context, {"job.redriven_from": headers.get("redriven_from", "")})
+                trace.Link(
+                    failed_context, {"job.redriven_from": str(headers.get("redriven_from", ""))}
+                )
             )
+        traceparent = headers.get("traceparent")
         return self.tracer.start_span(
             self._span_names[delivery.stream],
-            context=parent_context(headers.get("traceparent")),
+            context=parent_context(traceparent if isinstance(traceparent, str) else None),
             kind=SpanKind.CONSUMER,
             attributes=attributes,
             links=links,
@@ -306,10 +351,10 @@ class RouteConsumer:
             )
         counter.inc()
 
-    async def _watch_deadlines(self, stop: asyncio.Event) -> None:
+    async def _watch_deadlines(self, done: asyncio.Event) -> None:
         """Cancel handlers that overran the timeout (one timer for all, not one per message)."""
         tick = max(0.01, min(0.1, self._timeout / 2))
-        while not stop.is_set() or self._deadlines:
+        while not done.is_set():
             now = time.monotonic()
             for task, deadline in list(self._deadlines.items()):
                 if deadline <= now and task not in self._timed_out:
@@ -326,6 +371,8 @@ class RouteConsumer:
             attempts_key=self.keys.companion(delivery.stream, "attempts"),
         )
 
+    # ---- failures -------------------------------------------------------------------------------
+
     async def _handle_failure(self, delivery: Delivery, event: Event, exc: Exception) -> None:
         permanent = classify(exc) is ErrorKind.PERMANENT
         if permanent or delivery.attempt >= self.options.max_attempts:
@@ -334,18 +381,17 @@ class RouteConsumer:
         history = delivery.history or AttemptHistory()
         due = time.time() + backoff_delay(self.options, history.failures + 1)
         history.record(exc, due)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                self.keys.companion(delivery.stream, "attempts"),
-                delivery.entry_id,
-                history.to_json(),
+        scheduled = await self._schedule_retry(
+            keys=self._companions(delivery),
+            args=[self.group, self.consumer, delivery.entry_id, int(due * 1000), history.to_json()],
+        )
+        if not scheduled:
+            _log.warning(
+                "job.ownership_lost", stream=delivery.stream, entry_id=delivery.entry_id.decode()
             )
-            pipe.zadd(
-                self.keys.companion(delivery.stream, "retry"), {delivery.entry_id: int(due * 1000)}
-            )
-            await pipe.execute()
+            return
         self._count(delivery.stream, "retrying")
-        if self.route.carries_jobs:
+        if self._carries_jobs:
             self.lifecycle.retrying(event, delivery, self.group, exc, due)
         _log.warning(
             "job.retry_scheduled",
@@ -357,9 +403,22 @@ class RouteConsumer:
             error=str(exc),
         )
 
+    async def _owns(self, delivery: Delivery) -> bool:
+        rows = await self.redis.xpending_range(
+            delivery.stream_key, self.group, delivery.entry_id, delivery.entry_id, 1
+        )
+        owner = rows[0]["consumer"] if rows else b""
+        return owner in (self.consumer, self.consumer.encode())
+
     async def _dead_letter(
         self, delivery: Delivery, exc: BaseException, event: Event | None
     ) -> None:
+        if not await self._owns(delivery):
+            # Another consumer took it over (we were stopped past the visibility timeout).
+            _log.warning(
+                "job.ownership_lost", stream=delivery.stream, entry_id=delivery.entry_id.decode()
+            )
+            return
         history = delivery.history or AttemptHistory()
         history.record(exc, None)
         span_context = trace.get_current_span().get_span_context()
@@ -398,18 +457,35 @@ class RouteConsumer:
 
     # ---- pending entries ------------------------------------------------------------------------
 
+    def _script_keys(self, key: str, name: str) -> list[str]:
+        """The stream and the companion keys its Lua scripts touch (one hash slot)."""
+        return [key, self.keys.companion(name, "retry"), self.keys.companion(name, "attempts")]
+
+    def _companions(self, delivery: Delivery) -> list[str]:
+        return self._script_keys(delivery.stream_key, delivery.stream)
+
+    def _room(self) -> int:
+        return self._max_outstanding - len(self._held)
+
     async def _enqueue_own_pending(self) -> None:
-        """A restarted consumer first drains the entries it still owns."""
+        """A restarted consumer first drains the entries it still owns, as room allows."""
+        left = False
         for key, name, _ in self.streams:
+            room = self._room()
+            if room <= 0:
+                left = True
+                break
             replies = await self._reclaim(
                 keys=[
                     key,
                     self.keys.companion(name, "retry"),
                     self.keys.companion(name, "attempts"),
                 ],
-                args=[self.group, self.consumer, 0, 10_000, "1"],
+                args=[self.group, self.consumer, 0, room * 4, room, "1"],
             )
-            self._enqueue_claimed(key, name, replies)
+            claimed = self._enqueue_claimed(key, name, replies)
+            left = left or claimed >= room
+        self._own_pending_left = left
 
     def _enqueue_claimed(self, key: str, name: str, replies: Any) -> int:
         for entry_id, flat_fields, history, deliveries in replies or ():
@@ -421,36 +497,44 @@ class RouteConsumer:
             )
         return len(replies or ())
 
-    async def _housekeep(self, stop: asyncio.Event) -> None:
-        """Claim due retries often, reclaim idle entries and extend leases less often."""
-        reclaim_every = max(0.2, min(5.0, self.options.visibility_timeout / 4))
-        lease_every = max(0.2, self.options.visibility_timeout / 3)
-        last_reclaim = last_lease = 0.0
-        while not stop.is_set():
+    async def _housekeep(self, stop: asyncio.Event, drained: asyncio.Event) -> None:
+        """Claim due retries often, reclaim idle entries, and keep the leases of held entries.
+
+        After ``stop`` it only keeps leases alive, until the drain is over.
+        """
+        reclaim_every = max(0.2, min(5.0, self._visibility / 4))
+        last_reclaim = 0.0
+        failures = 0
+        while not drained.is_set():
             try:
-                now = time.monotonic()
-                await self._claim_due_retries()
-                if now - last_reclaim >= reclaim_every:
-                    last_reclaim = now
-                    await self._reclaim_idle()
-                if now - last_lease >= lease_every:
-                    last_lease = now
-                    await self._extend_leases()
+                await self._extend_leases()
+                if not stop.is_set():
+                    if self._own_pending_left:
+                        await self._enqueue_own_pending()
+                    await self._claim_due_retries()
+                    if time.monotonic() - last_reclaim >= reclaim_every:
+                        last_reclaim = time.monotonic()
+                        await self._reclaim_idle()
+                failures = 0
             except ResponseError as exc:
                 if _is_group_loss(exc):
-                    return
-                _log.warning("jobs.housekeeping_failed", error=str(exc))
-            except (ConnectionError, OSError) as exc:
-                _log.warning("jobs.housekeeping_failed", error=str(exc))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.1)
+                    return  # the fetch loop and the maintenance check report it
+                failures += 1
+                _log.warning("jobs.housekeeping_failed", error=repr(exc))
+            except (RedisError, OSError) as exc:
+                failures += 1
+                _log.warning("jobs.housekeeping_failed", error=repr(exc))
+            pause = 0.1 if not failures else min(5.0, 0.1 * 2**failures)
+            await _first_of(drained.wait(), asyncio.sleep(pause))
 
     async def _claim_due_retries(self) -> None:
         now_ms = int(time.time() * 1000)
         for key, name, _ in self.streams:
-            room = self._max_outstanding - self._outstanding
-            if room <= 0 or key in self.paused:
+            room = self._room()
+            if room <= 0:
                 return
+            if key in self.paused:
+                continue
             replies = await self._claim_due(
                 keys=[
                     key,
@@ -462,30 +546,36 @@ class RouteConsumer:
             self._enqueue_claimed(key, name, replies)
 
     async def _reclaim_idle(self) -> None:
-        min_idle = int(self.options.visibility_timeout * 1000)
+        min_idle = int(self._visibility * 1000)
         for key, name, _ in self.streams:
-            room = self._max_outstanding - self._outstanding
-            if room <= 0 or key in self.paused:
+            room = self._room()
+            if room <= 0:
                 return
+            if key in self.paused:
+                continue
             replies = await self._reclaim(
                 keys=[
                     key,
                     self.keys.companion(name, "retry"),
                     self.keys.companion(name, "attempts"),
                 ],
-                args=[self.group, self.consumer, min_idle, room, "0"],
+                args=[self.group, self.consumer, min_idle, room * 4 + 16, room, "0"],
             )
             if self._enqueue_claimed(key, name, replies):
                 _log.info("jobs.reclaimed", stream=name, count=len(replies))
 
     async def _extend_leases(self) -> None:
-        threshold = time.time() - self.options.visibility_timeout / 3
+        """Reset the idle time of every held entry (queued or running) older than a third of v."""
+        threshold = time.monotonic() - self._visibility / 3
         by_stream: dict[str, list[bytes]] = {}
-        for (key, entry_id), delivery in list(self._inflight.items()):
-            if delivery.started_at and delivery.started_at < threshold:
-                by_stream.setdefault(key, []).append(entry_id)
+        stale = [d for d in list(self._held.values()) if d.leased_at < threshold]
+        for delivery in stale:
+            by_stream.setdefault(delivery.stream_key, []).append(delivery.entry_id)
         for key, ids in by_stream.items():
             await self._set_idle(keys=[key], args=[self.group, self.consumer, 0, *ids])
+        now = time.monotonic()
+        for delivery in stale:
+            delivery.leased_at = now
 
     # ---- shutdown -------------------------------------------------------------------------------
 
@@ -496,14 +586,16 @@ class RouteConsumer:
             item = self._queue.get_nowait()
             if item is not None:
                 unstarted.append(item)
-                self._outstanding -= 1
+                self._held.pop((item.stream_key, item.entry_id), None)
         for _ in workers:
             self._queue.put_nowait(None)
         _, still_running = await asyncio.wait(workers, timeout=grace)
-        abandoned = list(self._inflight.values())
+        abandoned = [d for d in self._held.values() if d.started_at]
         for task in still_running:
             task.cancel()
-        await asyncio.gather(*still_running, return_exceptions=True)
+        if still_running:
+            # A handler that ignores cancellation must not hang the shutdown.
+            await asyncio.wait(still_running, timeout=5)
         with contextlib.suppress(Exception):
             await self.outbound.flush()
         await self._release([*unstarted, *abandoned])
@@ -520,3 +612,13 @@ class RouteConsumer:
                 await self._set_idle(
                     keys=[key], args=[self.group, self.consumer, _RELEASED_IDLE_MS, *ids]
                 )
+
+
+async def _first_of(*awaitables: Awaitable[Any]) -> None:
+    """Wait until the first of ``awaitables`` completes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

@@ -107,10 +107,8 @@ async def redrive_dead_letters(
         if trace_id and span_id:
             headers["failed_traceparent"] = f"00-{trace_id}-{span_id}-01"
         data = encode_envelope(body, {k: str(v) for k, v in headers.items()})
-        async with redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(keys.stream(stream), {DATA_FIELD: data})
-            pipe.xdel(keys.dead_letters(stream), letter.id)
-            new_id, _ = await pipe.execute()
+        new_id = await redis.xadd(keys.stream(stream), {DATA_FIELD: data})
+        await redis.xdel(keys.dead_letters(stream), letter.id)  # only once the copy is safe
         new_ids.append(new_id.decode() if isinstance(new_id, bytes) else str(new_id))
     return new_ids
 

@@ -83,6 +83,8 @@ class Delivery:
     deliveries: int = 1
     history: AttemptHistory | None = None
     started_at: float = 0.0
+    leased_at: float = 0.0
+    """``time.monotonic()`` of the claim or of the last lease extension."""
 
     @property
     def attempt(self) -> int:

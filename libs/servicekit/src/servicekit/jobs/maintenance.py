@@ -7,6 +7,7 @@ a group the platform declares for the stream does not exist yet).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from redis.exceptions import ResponseError
 
 from servicekit.jobs.delivery import entry_time
 from servicekit.jobs.metrics import JobMetrics
+from servicekit.jobs.scripts import PRUNE_CONSUMER
 from servicekit.keys import StreamKeys
 
 __all__ = ["RetentionPolicy", "StreamMaintenance", "pause_key", "safe_trim_id"]
@@ -88,6 +90,7 @@ class StreamMaintenance:
         self.streams = streams  # contracts stream name -> groups this worker consumes it with
         self.required_groups = required_groups or {}
         self.retention = retention or RetentionPolicy()
+        self._prune = redis.register_script(PRUNE_CONSUMER)
 
     def pairs(self) -> list[tuple[str, str]]:
         """Return every (stream, group) this worker consumes."""
@@ -110,7 +113,9 @@ class StreamMaintenance:
         for stream, groups in self.streams.items():
             try:
                 infos = await self.redis.xinfo_groups(self.keys.stream(stream))
-            except ResponseError:
+            except ResponseError as exc:
+                if "no such key" not in str(exc).lower():
+                    continue  # a failover hiccup (MASTERDOWN, BUSY …) is not a lost group
                 infos = []
             present = {_text(i["name"]) for i in infos}
             missing += [f"{stream}/{g}" for g in sorted(groups - present)]
@@ -134,9 +139,9 @@ class StreamMaintenance:
                 if group not in groups:
                     continue
                 lag = info.get("lag")
-                self.metrics.group_lag.labels(stream, group).set(
-                    float(lag) if lag is not None else 0
-                )
+                # Redis reports lag as unknown (nil) after some deletions: say so, do not show 0.
+                lag_value = float(lag) if lag is not None else float("nan")
+                self.metrics.group_lag.labels(stream, group).set(lag_value)
                 self.metrics.pending.labels(stream, group).set(float(info["pending"]))
                 summary = await self.redis.xpending(key, group)
                 oldest = summary.get("min")
@@ -184,7 +189,13 @@ class StreamMaintenance:
                 except ResponseError:
                     continue
                 for consumer in consumers:
-                    if int(consumer["pending"]) == 0 and float(consumer["idle"]) > limit_ms:
-                        await self.redis.xgroup_delconsumer(key, group, _text(consumer["name"]))
+                    name = _text(consumer["name"])
+                    idle_and_empty = (
+                        int(consumer["pending"]) == 0 and float(consumer["idle"]) > limit_ms
+                    )
+                    # The script re-checks atomically: DELCONSUMER drops entries just read.
+                    if idle_and_empty and await self._prune(keys=[key], args=[group, name]):
                         pruned += 1
+                        with contextlib.suppress(KeyError):
+                            self.metrics.consumer_idle.remove(stream, group, name)
         return pruned

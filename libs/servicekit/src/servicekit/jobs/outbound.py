@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from servicekit.jobs.delivery import AttemptHistory, Delivery
 
@@ -94,8 +95,9 @@ class Outbound:
             if self.pending:
                 try:
                     await self.flush()
-                except (ConnectionError, OSError) as exc:
-                    _log.warning("jobs.flush_failed", error=str(exc))
+                except (RedisError, OSError) as exc:
+                    _log.warning("jobs.flush_failed", error=repr(exc))
+                    await asyncio.sleep(0.5)
                 await asyncio.sleep(self.flush_interval)
                 continue
             waiter = asyncio.create_task(self._wake.wait())
@@ -122,12 +124,13 @@ class Outbound:
     ) -> str:
         """Write the entry to its dead-letter stream, then acknowledge it; return the DLQ id.
 
-        Two steps in one pipeline, in order: if the connection drops between them the entry is
-        redelivered and dead-lettered again (a duplicate dead letter, never a lost message).
+        Two steps, the acknowledgement only after Redis accepted the dead letter (a refused XADD,
+        e.g. out of memory, must not be followed by an XACK). If the process dies between them the
+        entry is redelivered and dead-lettered again: a duplicate dead letter, never a loss.
         """
         last = history.errors[-1] if history.errors else {}
         fields: dict[str, str | bytes] = {
-            **{k.decode(): v for k, v in delivery.fields.items()},
+            **{k.decode(errors="backslashreplace"): v for k, v in delivery.fields.items()},
             "source_stream": delivery.stream,
             "source_id": delivery.entry_id.decode(),
             "group": group,
@@ -143,11 +146,10 @@ class Outbound:
             "trace_id": trace_id,
             "span_id": span_id,
         }
+        dead_letter_id = await self.redis.xadd(dead_letters_key, fields)  # type: ignore[arg-type]
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(dead_letters_key, fields)  # type: ignore[arg-type]
             pipe.xack(delivery.stream_key, group, delivery.entry_id)
             pipe.zrem(retry_key, delivery.entry_id)
             pipe.hdel(attempts_key, delivery.entry_id)
-            results = await pipe.execute()
-        dead_letter_id = results[0]
+            await pipe.execute()
         return dead_letter_id.decode() if isinstance(dead_letter_id, bytes) else str(dead_letter_id)

@@ -28,12 +28,14 @@ end
 return out
 """
 
-# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, min_idle_ms, count, only_mine.
+# KEYS: stream, retry zset, attempts hash.
+# ARGV: group, consumer, min_idle_ms, scan_count, max_claims, only_mine.
 # Claims entries idle longer than the visibility timeout (their consumer died or hangs), except
-# those waiting for a retry. XCLAIM's min-idle check makes racing reclaimers safe.
+# those waiting for a retry. It scans more pending entries than it claims, so entries parked in
+# the retry set cannot hide a dead consumer's. XCLAIM's min-idle check makes racing reclaimers safe.
 RECLAIM_IDLE = """
 local pending
-if ARGV[5] == '1' then
+if ARGV[6] == '1' then
   pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+',
                        tonumber(ARGV[4]), ARGV[2])
 else
@@ -41,16 +43,43 @@ else
                        tonumber(ARGV[4]))
 end
 local out = {}
+local budget = tonumber(ARGV[5])
 for _, p in ipairs(pending) do
+  if budget <= 0 then break end
   local id = p[1]
   if not redis.call('ZSCORE', KEYS[2], id) then
     local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), id)
     if claimed[1] then
       table.insert(out, {id, claimed[1][2], redis.call('HGET', KEYS[3], id), p[4] + 1})
+      budget = budget - 1
     end
   end
 end
 return out
+"""
+
+# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, id, due_ms, history_json.
+# Parks a failed entry for its next attempt, only if this consumer still owns it (a consumer that
+# was stopped past the visibility timeout must not reschedule an entry another one took over).
+SCHEDULE_RETRY = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if not p[1] or p[1][2] ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
+return 1
+"""
+
+# KEYS: stream. ARGV: group, consumer.
+# Deletes a consumer only if it owns nothing: DELCONSUMER drops the consumer's pending entries.
+PRUNE_CONSUMER = """
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if p[1] then
+  return 0
+end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
 """
 
 # KEYS: stream. ARGV: group, consumer, idle_ms, ids...

@@ -14,7 +14,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from contracts import Event
+from contracts import CONSUMER_GROUPS, Event
 from servicekit.jobs.consumer import GroupLostError, RouteConsumer
 from servicekit.jobs.lifecycle import LifecycleEmitter
 from servicekit.jobs.maintenance import RetentionPolicy, StreamMaintenance
@@ -91,6 +91,13 @@ class Worker:
         for route in self.routes:
             for stream in route.streams:
                 streams.setdefault(stream.name, set()).add(route.group)
+        if required_groups is None:
+            # Trim nothing a group the platform declares still needs, even before it first runs.
+            declared: dict[str, set[str]] = {}
+            for pair in CONSUMER_GROUPS:
+                if pair.stream in streams:
+                    declared.setdefault(pair.stream, set()).add(pair.group)
+            required_groups = declared
         self.maintenance = StreamMaintenance(
             redis,
             keys,
@@ -122,6 +129,7 @@ class Worker:
         await self._refresh_pauses()  # a group paused before start takes nothing
         halt = asyncio.Event()
         flusher = asyncio.create_task(self.outbound.run(halt), name="jobs-outbound")
+        flusher.add_done_callback(self._fail_if_crashed)
         upkeep = asyncio.create_task(self._maintain(halt), name="jobs-maintenance")
         consumers = [
             asyncio.create_task(c.run(halt, self.grace), name=f"jobs-{c.route.name}")
@@ -151,10 +159,15 @@ class Worker:
             if halt.is_set() and pending <= {upkeep}:
                 upkeep.cancel()
         halt.set()
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(Exception, asyncio.CancelledError):
             await flusher
         _log.info("jobs.stopped", exit_code=exit_code)
         return exit_code
+
+    def _fail_if_crashed(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.readiness.fail(f"{task.get_name()} failed: {task.exception()!r}")
+            _log.error("jobs.task_failed", task=task.get_name(), error=repr(task.exception()))
 
     async def _refresh_pauses(self) -> None:
         paused = await self.maintenance.paused()
