@@ -164,3 +164,51 @@ async def _pending_is_zero(redis: Redis, key: str) -> bool:
 async def _owned_by(redis: Redis, key: str, consumer: str) -> bool:
     rows = await redis.xpending_range(key, "g", "-", "+", 10)
     return any(row["consumer"] == consumer.encode() for row in rows)
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(600)
+async def test_sigkill_soak_keeps_every_effect_exactly_once(
+    engine: AsyncEngine, spawn: object, redis_client: Redis, stream_prefix: str
+) -> None:
+    """Three workers share a backlog while one of them is SIGKILLed every second."""
+    import random
+
+    from servicekit.jobs import encode_event
+
+    keys = StreamKeys(stream_prefix)
+    total = 3000
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for n in range(total):
+            pipe.xadd(keys.stream(STREAM), encode_event(Pinged(producer="t", n=n)))  # type: ignore[arg-type]
+        await pipe.execute()
+    rng = random.Random(7)
+    workers = {
+        f"w{i}": spawn(f"w{i}", SLEEP_AFTER_TX="0.002", VISIBILITY="2")  # type: ignore[operator]
+        for i in range(3)
+    }
+    kills = 0
+    deadline = time.monotonic() + 300
+    while len(await effects(engine)) < total:
+        assert time.monotonic() < deadline, f"{len(await effects(engine))} of {total}"
+        await _sleep(1.0)
+        if kills < 20:
+            name = rng.choice(sorted(workers))
+            workers[name].send_signal(signal.SIGKILL)
+            workers[name].wait()
+            kills += 1
+            workers[name] = spawn(f"{name}-{kills}", SLEEP_AFTER_TX="0.002", VISIBILITY="2")  # type: ignore[operator]
+    await eventually(lambda: _pending_is_zero(redis_client, keys.stream(STREAM)), within=120)
+    assert await effects(engine) == list(range(total))
+    echoed = keys.stream("test.echoed.v1")
+    await eventually(lambda: _count_at_least_xlen(redis_client, echoed, total), within=60)
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)  # pacing the kills, not synchronising
+
+
+async def _count_at_least_xlen(redis: Redis, key: str, n: int) -> bool:
+    return int(await redis.xlen(key)) >= n
