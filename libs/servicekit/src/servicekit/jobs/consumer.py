@@ -27,31 +27,25 @@ from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
-from contracts import Event, JobRequest
-from servicekit.errors import ErrorKind, SkipJob, classify
+from contracts import Event
+from servicekit.errors import SkipJob
 from servicekit.jobs.codec import EntryDecoder, UndecodableEntry, parent_context
-from servicekit.jobs.delivery import AttemptHistory, Delivery
+from servicekit.jobs.delivery import Delivery
+from servicekit.jobs.failures import FailureRouter
 from servicekit.jobs.lifecycle import LifecycleEmitter
 from servicekit.jobs.metrics import JobMetrics
-from servicekit.jobs.options import backoff_delay
 from servicekit.jobs.outbound import Outbound
+from servicekit.jobs.pending import PendingEntries, first_of, is_group_loss
 from servicekit.jobs.routing import Route
-from servicekit.jobs.scripts import CLAIM_DUE, RECLAIM_IDLE, SCHEDULE_RETRY, SET_IDLE
 from servicekit.keys import StreamKeys
 
 __all__ = ["GroupLostError", "RouteConsumer"]
 
 _log = structlog.stdlib.get_logger("servicekit.jobs")
-_RELEASED_IDLE_MS = 10 * 24 * 3600 * 1000
 
 
 class GroupLostError(RuntimeError):
     """The consumer group (or its stream) vanished from Redis: nothing would be consumed."""
-
-
-def _is_group_loss(exc: ResponseError) -> bool:
-    text = str(exc)
-    return "NOGROUP" in text or "no longer exists" in text
 
 
 class HandlerCancelledError(Exception):
@@ -104,26 +98,44 @@ class RouteConsumer:
         self._held: dict[tuple[str, bytes], Delivery] = {}
         self._space = asyncio.Event()
         self._space.set()
-        self._own_pending_left = True
         self.paused: set[str] = set()
-        self._claim_due = redis.register_script(CLAIM_DUE)
-        self._reclaim = redis.register_script(RECLAIM_IDLE)
-        self._schedule_retry = redis.register_script(SCHEDULE_RETRY)
-        self._set_idle = redis.register_script(SET_IDLE)
+        self.pending = PendingEntries(
+            redis,
+            keys,
+            group=self.group,
+            consumer=consumer,
+            streams=self.streams,
+            visibility_timeout=self.options.visibility_timeout,
+            held=self._held,
+            put=self._put,
+            room=self._room,
+            paused=lambda: self.paused,
+        )
+        self.failures = FailureRouter(
+            redis,
+            keys,
+            group=self.group,
+            consumer=consumer,
+            options=self.options,
+            outbound=outbound,
+            lifecycle=lifecycle,
+            carries_jobs=self._carries_jobs,
+            count=self._count,
+        )
         self._max_outstanding = self.options.concurrency + self.options.read_count
 
     # ---- the loop ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event, grace: float) -> None:
         """Consume until ``stop`` is set, then drain within ``grace`` seconds."""
-        await self._enqueue_own_pending()
+        await self.pending.enqueue_own()
         workers = [
             asyncio.create_task(self._work(), name=f"{self.route.name}-worker-{i}")
             for i in range(self.options.concurrency)
         ]
         drained = asyncio.Event()
         housekeeping = asyncio.create_task(
-            self._housekeep(stop, drained), name=f"{self.route.name}-housekeeping"
+            self.pending.run(stop, drained), name=f"{self.route.name}-housekeeping"
         )
         watchdog = asyncio.create_task(self._watch_deadlines(drained))
         try:
@@ -145,7 +157,7 @@ class RouteConsumer:
             # small reads would flatten the 6 : 3 : 1 priority split and cost more round trips.
             if capacity < self.options.read_count:
                 self._space.clear()
-                await _first_of(stop.wait(), self._space.wait())
+                await first_of(stop.wait(), self._space.wait())
                 continue
             active = [s for s in self.streams if s[0] not in self.paused]
             if not active:
@@ -156,7 +168,7 @@ class RouteConsumer:
                 await self._read(active, min(capacity, self.options.read_count))
                 failures = 0
             except ResponseError as exc:
-                if _is_group_loss(exc):
+                if is_group_loss(exc):
                     raise GroupLostError(f"{self.group} on {self.route.name}: {exc}") from exc
                 failures += 1
                 await self._back_off(stop, failures, exc)
@@ -245,14 +257,14 @@ class RouteConsumer:
         try:
             event, headers = self._decode(delivery.fields)
         except UndecodableEntry as exc:
-            await self._dead_letter(delivery, exc, None)
+            await self.failures.dead_letter(delivery, exc, None)
             return
         if delivery.deliveries > self._delivery_cap:
             error = RuntimeError(
                 f"delivery cap exceeded: delivered {delivery.deliveries} times "
                 f"(cap {self._delivery_cap}); its consumer probably crashed each time"
             )
-            await self._dead_letter(delivery, error, event)
+            await self.failures.dead_letter(delivery, error, event)
             return
         span = self._start_span(delivery, event, headers)
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -282,7 +294,7 @@ class RouteConsumer:
             duration.observe(time.perf_counter() - started)
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            await self._handle_failure(delivery, event, exc)
+            await self.failures.handle(delivery, event, exc)
             return
         duration.observe(time.perf_counter() - started)
         self._ack(delivery)
@@ -362,6 +374,9 @@ class RouteConsumer:
                     task.cancel()
             await asyncio.sleep(tick)
 
+    def _room(self) -> int:
+        return self._max_outstanding - len(self._held)
+
     def _ack(self, delivery: Delivery) -> None:
         self.outbound.ack(
             delivery.stream_key,
@@ -370,212 +385,6 @@ class RouteConsumer:
             clear_history=delivery.history is not None,
             attempts_key=self.keys.companion(delivery.stream, "attempts"),
         )
-
-    # ---- failures -------------------------------------------------------------------------------
-
-    async def _handle_failure(self, delivery: Delivery, event: Event, exc: Exception) -> None:
-        permanent = classify(exc) is ErrorKind.PERMANENT
-        if permanent or delivery.attempt >= self.options.max_attempts:
-            await self._dead_letter(delivery, exc, event)
-            return
-        history = delivery.history or AttemptHistory()
-        due = time.time() + backoff_delay(self.options, history.failures + 1)
-        history.record(exc, due)
-        scheduled = await self._schedule_retry(
-            keys=self._companions(delivery),
-            args=[self.group, self.consumer, delivery.entry_id, int(due * 1000), history.to_json()],
-        )
-        if not scheduled:
-            _log.warning(
-                "job.ownership_lost", stream=delivery.stream, entry_id=delivery.entry_id.decode()
-            )
-            return
-        self._count(delivery.stream, "retrying")
-        if self._carries_jobs:
-            self.lifecycle.retrying(event, delivery, self.group, exc, due)
-        _log.warning(
-            "job.retry_scheduled",
-            stream=delivery.stream,
-            entry_id=delivery.entry_id.decode(),
-            attempt=history.failures,
-            next_attempt_in=round(due - time.time(), 3),
-            error_class=type(exc).__name__,
-            error=str(exc),
-        )
-
-    async def _owns(self, delivery: Delivery) -> bool:
-        rows = await self.redis.xpending_range(
-            delivery.stream_key, self.group, delivery.entry_id, delivery.entry_id, 1
-        )
-        owner = rows[0]["consumer"] if rows else b""
-        return owner in (self.consumer, self.consumer.encode())
-
-    async def _dead_letter(
-        self, delivery: Delivery, exc: BaseException, event: Event | None
-    ) -> None:
-        if not await self._owns(delivery):
-            # Another consumer took it over (we were stopped past the visibility timeout).
-            _log.warning(
-                "job.ownership_lost", stream=delivery.stream, entry_id=delivery.entry_id.decode()
-            )
-            return
-        history = delivery.history or AttemptHistory()
-        history.record(exc, None)
-        span_context = trace.get_current_span().get_span_context()
-        trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
-        span_id = format(span_context.span_id, "016x") if span_context.is_valid else ""
-        dead_letter_id = await self.outbound.dead_letter(
-            delivery,
-            group=self.group,
-            consumer=self.consumer,
-            history=history,
-            trace_id=trace_id,
-            span_id=span_id,
-            dead_letters_key=self.keys.dead_letters(delivery.stream),
-            retry_key=self.keys.companion(delivery.stream, "retry"),
-            attempts_key=self.keys.companion(delivery.stream, "attempts"),
-        )
-        self._count(delivery.stream, "dead")
-        if event is not None and isinstance(event, JobRequest):
-            self.lifecycle.dead_lettered(
-                event,
-                delivery,
-                self.group,
-                exc,
-                history.failures,
-                self.keys.dead_letters(delivery.stream),
-                dead_letter_id,
-            )
-        _log.error(
-            "job.dead_lettered",
-            stream=delivery.stream,
-            entry_id=delivery.entry_id.decode(),
-            attempts=history.failures,
-            error_class=type(exc).__name__,
-            error=str(exc),
-        )
-
-    # ---- pending entries ------------------------------------------------------------------------
-
-    def _script_keys(self, key: str, name: str) -> list[str]:
-        """The stream and the companion keys its Lua scripts touch (one hash slot)."""
-        return [key, self.keys.companion(name, "retry"), self.keys.companion(name, "attempts")]
-
-    def _companions(self, delivery: Delivery) -> list[str]:
-        return self._script_keys(delivery.stream_key, delivery.stream)
-
-    def _room(self) -> int:
-        return self._max_outstanding - len(self._held)
-
-    async def _enqueue_own_pending(self) -> None:
-        """A restarted consumer first drains the entries it still owns, as room allows."""
-        left = False
-        for key, name, _ in self.streams:
-            room = self._room()
-            if room <= 0:
-                left = True
-                break
-            replies = await self._reclaim(
-                keys=[
-                    key,
-                    self.keys.companion(name, "retry"),
-                    self.keys.companion(name, "attempts"),
-                ],
-                args=[self.group, self.consumer, 0, room * 4, room, "1"],
-            )
-            claimed = self._enqueue_claimed(key, name, replies)
-            left = left or claimed >= room
-        self._own_pending_left = left
-
-    def _enqueue_claimed(self, key: str, name: str, replies: Any) -> int:
-        for entry_id, flat_fields, history, deliveries in replies or ():
-            fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
-            self._put(
-                Delivery(
-                    key, name, entry_id, fields, int(deliveries), AttemptHistory.from_json(history)
-                )
-            )
-        return len(replies or ())
-
-    async def _housekeep(self, stop: asyncio.Event, drained: asyncio.Event) -> None:
-        """Claim due retries often, reclaim idle entries, and keep the leases of held entries.
-
-        After ``stop`` it only keeps leases alive, until the drain is over.
-        """
-        reclaim_every = max(0.2, min(5.0, self._visibility / 4))
-        last_reclaim = 0.0
-        failures = 0
-        while not drained.is_set():
-            try:
-                await self._extend_leases()
-                if not stop.is_set():
-                    if self._own_pending_left:
-                        await self._enqueue_own_pending()
-                    await self._claim_due_retries()
-                    if time.monotonic() - last_reclaim >= reclaim_every:
-                        last_reclaim = time.monotonic()
-                        await self._reclaim_idle()
-                failures = 0
-            except ResponseError as exc:
-                if _is_group_loss(exc):
-                    return  # the fetch loop and the maintenance check report it
-                failures += 1
-                _log.warning("jobs.housekeeping_failed", error=repr(exc))
-            except (RedisError, OSError) as exc:
-                failures += 1
-                _log.warning("jobs.housekeeping_failed", error=repr(exc))
-            pause = 0.1 if not failures else min(5.0, 0.1 * 2**failures)
-            await _first_of(drained.wait(), asyncio.sleep(pause))
-
-    async def _claim_due_retries(self) -> None:
-        now_ms = int(time.time() * 1000)
-        for key, name, _ in self.streams:
-            room = self._room()
-            if room <= 0:
-                return
-            if key in self.paused:
-                continue
-            replies = await self._claim_due(
-                keys=[
-                    key,
-                    self.keys.companion(name, "retry"),
-                    self.keys.companion(name, "attempts"),
-                ],
-                args=[self.group, self.consumer, now_ms, room],
-            )
-            self._enqueue_claimed(key, name, replies)
-
-    async def _reclaim_idle(self) -> None:
-        min_idle = int(self._visibility * 1000)
-        for key, name, _ in self.streams:
-            room = self._room()
-            if room <= 0:
-                return
-            if key in self.paused:
-                continue
-            replies = await self._reclaim(
-                keys=[
-                    key,
-                    self.keys.companion(name, "retry"),
-                    self.keys.companion(name, "attempts"),
-                ],
-                args=[self.group, self.consumer, min_idle, room * 4 + 16, room, "0"],
-            )
-            if self._enqueue_claimed(key, name, replies):
-                _log.info("jobs.reclaimed", stream=name, count=len(replies))
-
-    async def _extend_leases(self) -> None:
-        """Reset the idle time of every held entry (queued or running) older than a third of v."""
-        threshold = time.monotonic() - self._visibility / 3
-        by_stream: dict[str, list[bytes]] = {}
-        stale = [d for d in list(self._held.values()) if d.leased_at < threshold]
-        for delivery in stale:
-            by_stream.setdefault(delivery.stream_key, []).append(delivery.entry_id)
-        for key, ids in by_stream.items():
-            await self._set_idle(keys=[key], args=[self.group, self.consumer, 0, *ids])
-        now = time.monotonic()
-        for delivery in stale:
-            delivery.leased_at = now
 
     # ---- shutdown -------------------------------------------------------------------------------
 
@@ -598,27 +407,6 @@ class RouteConsumer:
             await asyncio.wait(still_running, timeout=5)
         with contextlib.suppress(Exception):
             await self.outbound.flush()
-        await self._release([*unstarted, *abandoned])
+        await self.pending.release([*unstarted, *abandoned])
         if abandoned:
             _log.warning("jobs.shutdown_abandoned", route=self.route.name, count=len(abandoned))
-
-    async def _release(self, deliveries: list[Delivery]) -> None:
-        """Make entries we will not finish immediately reclaimable by other consumers."""
-        by_stream: dict[str, list[bytes]] = {}
-        for delivery in deliveries:
-            by_stream.setdefault(delivery.stream_key, []).append(delivery.entry_id)
-        for key, ids in by_stream.items():
-            with contextlib.suppress(Exception):
-                await self._set_idle(
-                    keys=[key], args=[self.group, self.consumer, _RELEASED_IDLE_MS, *ids]
-                )
-
-
-async def _first_of(*awaitables: Awaitable[Any]) -> None:
-    """Wait until the first of ``awaitables`` completes; cancel the others."""
-    tasks = [asyncio.ensure_future(a) for a in awaitables]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()

@@ -1,0 +1,206 @@
+"""Entries that are already pending: due retries, idle reclaims, leases, release on shutdown.
+
+A consumer holds entries it read (queued or running). This module keeps their leases alive, takes
+over the entries of dead consumers after the visibility timeout, claims retries when they are due,
+drains a restarted consumer's own entries first, and releases what it will not finish. Claims are
+the Lua scripts of :mod:`servicekit.jobs.scripts`, so racing consumers never both take an entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from servicekit.jobs.delivery import AttemptHistory, Delivery
+from servicekit.jobs.scripts import CLAIM_DUE, RECLAIM_IDLE, SET_IDLE
+from servicekit.keys import StreamKeys
+
+__all__ = ["PendingEntries", "first_of", "is_group_loss"]
+
+_log = structlog.stdlib.get_logger("servicekit.jobs")
+_RELEASED_IDLE_MS = 10 * 24 * 3600 * 1000
+
+
+def is_group_loss(exc: ResponseError) -> bool:
+    """Whether Redis says the consumer group or its stream is gone."""
+    text = str(exc)
+    return "NOGROUP" in text or "no longer exists" in text
+
+
+async def first_of(*awaitables: Any) -> None:
+    """Wait until the first of ``awaitables`` completes; cancel the others."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+class PendingEntries:
+    """Claims, leases and releases pending entries for one consumer of one route."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: StreamKeys,
+        *,
+        group: str,
+        consumer: str,
+        streams: list[tuple[str, str, int]],
+        visibility_timeout: float,
+        held: dict[tuple[str, bytes], Delivery],
+        put: Callable[[Delivery], int],
+        room: Callable[[], int],
+        paused: Callable[[], set[str]],
+    ) -> None:
+        self.keys = keys
+        self.group = group
+        self.consumer = consumer
+        self.streams = streams
+        self._visibility = visibility_timeout
+        self._held = held
+        self._put = put
+        self._room = room
+        self._paused = paused
+        self._own_pending_left = True
+        self._claim_due = redis.register_script(CLAIM_DUE)
+        self._reclaim = redis.register_script(RECLAIM_IDLE)
+        self._set_idle = redis.register_script(SET_IDLE)
+
+    @property
+    def paused(self) -> set[str]:
+        """Stream keys of this route that are paused now."""
+        return self._paused()
+
+    def script_keys(self, key: str, name: str) -> list[str]:
+        """The stream and the companion keys its Lua scripts touch (one hash slot)."""
+        return [key, self.keys.companion(name, "retry"), self.keys.companion(name, "attempts")]
+
+    async def enqueue_own(self) -> None:
+        """A restarted consumer first drains the entries it still owns, as room allows."""
+        left = False
+        for key, name, _ in self.streams:
+            room = self._room()
+            if room <= 0:
+                left = True
+                break
+            replies = await self._reclaim(
+                keys=[
+                    key,
+                    self.keys.companion(name, "retry"),
+                    self.keys.companion(name, "attempts"),
+                ],
+                args=[self.group, self.consumer, 0, room * 4, room, "1"],
+            )
+            claimed = self._enqueue_claimed(key, name, replies)
+            left = left or claimed >= room
+        self._own_pending_left = left
+
+    def _enqueue_claimed(self, key: str, name: str, replies: Any) -> int:
+        for entry_id, flat_fields, history, deliveries in replies or ():
+            fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
+            self._put(
+                Delivery(
+                    key, name, entry_id, fields, int(deliveries), AttemptHistory.from_json(history)
+                )
+            )
+        return len(replies or ())
+
+    async def run(self, stop: asyncio.Event, drained: asyncio.Event) -> None:
+        """Claim due retries often, reclaim idle entries, and keep the leases of held entries.
+
+        After ``stop`` it only keeps leases alive, until the drain is over.
+        """
+        reclaim_every = max(0.2, min(5.0, self._visibility / 4))
+        last_reclaim = 0.0
+        failures = 0
+        while not drained.is_set():
+            try:
+                await self._extend_leases()
+                if not stop.is_set():
+                    if self._own_pending_left:
+                        await self.enqueue_own()
+                    await self._claim_due_retries()
+                    if time.monotonic() - last_reclaim >= reclaim_every:
+                        last_reclaim = time.monotonic()
+                        await self._reclaim_idle()
+                failures = 0
+            except ResponseError as exc:
+                if is_group_loss(exc):
+                    return  # the fetch loop and the maintenance check report it
+                failures += 1
+                _log.warning("jobs.housekeeping_failed", error=repr(exc))
+            except (RedisError, OSError) as exc:
+                failures += 1
+                _log.warning("jobs.housekeeping_failed", error=repr(exc))
+            pause = 0.1 if not failures else min(5.0, 0.1 * 2**failures)
+            await first_of(drained.wait(), asyncio.sleep(pause))
+
+    async def _claim_due_retries(self) -> None:
+        now_ms = int(time.time() * 1000)
+        for key, name, _ in self.streams:
+            room = self._room()
+            if room <= 0:
+                return
+            if key in self.paused:
+                continue
+            replies = await self._claim_due(
+                keys=[
+                    key,
+                    self.keys.companion(name, "retry"),
+                    self.keys.companion(name, "attempts"),
+                ],
+                args=[self.group, self.consumer, now_ms, room],
+            )
+            self._enqueue_claimed(key, name, replies)
+
+    async def _reclaim_idle(self) -> None:
+        min_idle = int(self._visibility * 1000)
+        for key, name, _ in self.streams:
+            room = self._room()
+            if room <= 0:
+                return
+            if key in self.paused:
+                continue
+            replies = await self._reclaim(
+                keys=[
+                    key,
+                    self.keys.companion(name, "retry"),
+                    self.keys.companion(name, "attempts"),
+                ],
+                args=[self.group, self.consumer, min_idle, room * 4 + 16, room, "0"],
+            )
+            if self._enqueue_claimed(key, name, replies):
+                _log.info("jobs.reclaimed", stream=name, count=len(replies))
+
+    async def _extend_leases(self) -> None:
+        """Reset the idle time of every held entry (queued or running) older than a third of v."""
+        threshold = time.monotonic() - self._visibility / 3
+        by_stream: dict[str, list[bytes]] = {}
+        stale = [d for d in list(self._held.values()) if d.leased_at < threshold]
+        for delivery in stale:
+            by_stream.setdefault(delivery.stream_key, []).append(delivery.entry_id)
+        for key, ids in by_stream.items():
+            await self._set_idle(keys=[key], args=[self.group, self.consumer, 0, *ids])
+        now = time.monotonic()
+        for delivery in stale:
+            delivery.leased_at = now
+
+    async def release(self, deliveries: list[Delivery]) -> None:
+        """Make entries we will not finish immediately reclaimable by other consumers."""
+        by_stream: dict[str, list[bytes]] = {}
+        for delivery in deliveries:
+            by_stream.setdefault(delivery.stream_key, []).append(delivery.entry_id)
+        for key, ids in by_stream.items():
+            with contextlib.suppress(Exception):
+                await self._set_idle(
+                    keys=[key], args=[self.group, self.consumer, _RELEASED_IDLE_MS, *ids]
+                )
