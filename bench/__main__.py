@@ -1,7 +1,8 @@
 """``make bench``: drain throughput, latency and memory of the job runtime vs its baselines.
 
 Knobs (environment): BENCH_MESSAGES (20000), BENCH_REPEATS (3), BENCH_BACKLOG (100000),
-BENCH_BURST (1000), BENCH_PACED_RATE (500), BENCH_PACED_SECONDS (5), BENCH_REDIS_URL/REDIS_URL.
+BENCH_BURST (1000), BENCH_PACED_RATE (500), BENCH_PACED_SECONDS (5), BENCH_REDIS_URL/REDIS_URL;
+the notes-api HTTP scenario (``bench.http_api``): BENCH_HTTP (1; 0 skips), BENCH_HTTP_SECONDS (30).
 
 Scenarios run in rounds (raw, FastStream, runtime 1c, runtime 2c, then again), so background load
 on the machine hits every scenario alike; each figure is the median of its rounds.
@@ -15,7 +16,7 @@ import sys
 
 from redis.asyncio import Redis
 
-from bench import faststream_sub, raw_loop, runtime
+from bench import faststream_sub, http_api, raw_loop, runtime
 from bench.common import REDIS_URL, Config, Drain, delete_prefix, median, run_prefix
 from bench.report import Row, Target, table, targets_text, write
 
@@ -135,6 +136,11 @@ async def main() -> int:
         ),
         Target("stretch: runtime >= 0.2x raw loop", one_m >= 0.2 * raw_m, f"{one_m / raw_m:.3f}x"),
     ]
+    if http_api.enabled():  # issue 4: notes-api under paced HTTP load (BENCH_HTTP=0 skips)
+        try:
+            rows += (await http_api.run(_say))[0]
+        except Exception as exc:  # the other scenarios' rows are still written
+            problems.append(f"http benchmark failed: {exc!r}")
     path = write(rows)
     _say("")
     _say(table(rows))
