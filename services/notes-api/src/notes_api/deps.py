@@ -1,5 +1,8 @@
 """Request dependencies as `Annotated` aliases.
 
+They are all `async def`: FastAPI runs a plain `def` dependency in a thread pool, a thread hop per
+dependency per request that cost more CPU than the request's own work.
+
 The session, the owner from the bearer key, and the Idempotency-Key wrapper every POST runs its
 work through.
 """
@@ -22,12 +25,12 @@ from notes_api.settings import NotesApiSettings
 _bearer = HTTPBearer(auto_error=False, description="An API key from `notes-api create-key`.")
 
 
-def get_settings(request: Request) -> NotesApiSettings:
+async def get_settings(request: Request) -> NotesApiSettings:
     settings: NotesApiSettings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
@@ -90,7 +93,7 @@ class IdempotentCall:
         return outcome.response()
 
 
-def get_idempotent_call(
+async def get_idempotent_call(
     request: Request, owner: OwnerDep, key: IdempotencyKeyHeader = None
 ) -> IdempotentCall:
     return IdempotentCall(request.app.state.idempotency, owner=owner, request=request, key=key)
