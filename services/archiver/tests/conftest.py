@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -26,20 +25,6 @@ from servicekit.jobs import Worker, decode_entry
 
 E = TypeVar("E", bound=Event)
 OWNER = "alice"
-
-
-async def eventually(probe: Callable[[], Any], within: float = 15.0) -> Any:
-    """Poll ``probe`` (sync or async) until it returns something truthy, or fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.05)
 
 
 def snapshot(note_id: UUID, version: int, *, owner_id: str = OWNER, **content: Any) -> NoteSnapshot:

@@ -17,13 +17,13 @@ from contracts.streams import (
     job_stream,
 )
 from servicekit.jobs import enqueue, list_dead_letters, publish
+from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD, decode_envelope, encode_envelope
 
 from .conftest import (
     Archiver,
     archive_request,
     copy_request,
-    eventually,
     note_created,
     note_deleted,
     note_updated,

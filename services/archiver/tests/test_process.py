@@ -24,8 +24,9 @@ from contracts.notes import NoteArchived
 from contracts.streams import NOTES_ARCHIVED, NOTES_CREATED, job_stream
 from servicekit import StreamKeys, asyncpg_url
 from servicekit.jobs import decode_entry, enqueue, publish
+from servicekit.testing import eventually
 
-from .conftest import archive_request, eventually, note_created
+from .conftest import archive_request, note_created
 
 
 def free_port() -> int:

@@ -1,9 +1,8 @@
 """Fixtures: a migrated database per test (cloned from a template), the app in-process, keys."""
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -124,19 +123,6 @@ async def count(engine: AsyncEngine, table: str) -> int:
     async with engine.connect() as connection:
         result = await connection.execute(text(f"SELECT count(*) FROM notes.{table}"))
         return int(result.scalar_one())
-
-
-async def eventually(probe: Callable[[], Any], within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.02)
 
 
 async def create_note(client: httpx.AsyncClient, headers: dict[str, str], **fields: Any) -> Any:

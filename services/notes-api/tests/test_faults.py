@@ -11,8 +11,9 @@ from notes_api.app import create_app
 from notes_api.auth import create_key
 from notes_api.settings import SCHEMA, NotesApiSettings
 from servicekit import OutboxRelay, StreamKeys, setup_telemetry
+from servicekit.testing import eventually
 
-from .conftest import TcpProxy, count, create_note, eventually, outbox, through
+from .conftest import TcpProxy, count, create_note, outbox, through
 
 
 async def _ops_get(app: FastAPI, path: str) -> tuple[int, bytes]:

@@ -33,8 +33,9 @@ from notes_api.worker.handlers import (
 )
 from servicekit import OutboxRelay, ServiceSettings, StreamKeys, setup_telemetry
 from servicekit.jobs import JobOptions, Worker, publish
+from servicekit.testing import eventually
 
-from .conftest import count, create_note, eventually, outbox
+from .conftest import count, create_note, outbox
 
 ARCHIVE_STREAM = job_stream(JobType.ARCHIVE, Priority.DEFAULT)
 

@@ -10,10 +10,13 @@ PostgreSQL database, so tests can run in parallel (``pytest -n auto``).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -22,6 +25,7 @@ from redis.asyncio import Redis
 
 __all__ = [
     "database_url",
+    "eventually",
     "postgres_admin_url",
     "redis_client",
     "redis_url",
@@ -115,3 +119,20 @@ async def database_url(postgres_admin_url: str) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+async def eventually(probe: Callable[[], Any], within: float = 15.0, every: float = 0.02) -> Any:
+    """Poll ``probe`` (sync, or returning an awaitable) until it is truthy; fail at the deadline.
+
+    Tests synchronise with this, never with sleeps: it returns as soon as the condition holds.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        value = probe()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within} s")
+        await asyncio.sleep(every)

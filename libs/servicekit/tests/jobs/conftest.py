@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from uuid import uuid4
@@ -27,19 +26,6 @@ class Pinged(Event):
 
     type: Literal["test.pinged.v1"] = "test.pinged.v1"
     n: int
-
-
-async def eventually(probe: Callable[[], Any], within: float = 10.0) -> Any:
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.02)
 
 
 def archive_request(n: int = 0) -> ArchiveRequested:

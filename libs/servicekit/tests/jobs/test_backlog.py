@@ -7,8 +7,9 @@ import pytest
 
 from servicekit import ServiceSettings, setup_telemetry
 from servicekit.jobs import JobRouter, encode_event
+from servicekit.testing import eventually
 
-from .conftest import Harness, Pinged, eventually, fast
+from .conftest import Harness, Pinged, fast
 
 STREAM = "test.pinged.v1"
 

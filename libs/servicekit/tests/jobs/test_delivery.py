@@ -8,9 +8,10 @@ from redis.asyncio import Redis
 
 from servicekit import PermanentError, SkipJob
 from servicekit.jobs import JobRouter, list_dead_letters, publish
+from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD
 
-from .conftest import Harness, Pinged, eventually, fast
+from .conftest import Harness, Pinged, fast
 
 STREAM = "test.pinged.v1"
 

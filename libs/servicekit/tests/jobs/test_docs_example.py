@@ -6,9 +6,10 @@ from uuid import uuid4
 
 from contracts import ArchiveRequested, NoteSnapshot, Priority
 from servicekit.jobs import enqueue, list_dead_letters
+from servicekit.testing import eventually
 
 from . import example_job
-from .conftest import Harness, eventually
+from .conftest import Harness
 
 DOC = Path(__file__).parents[4] / "docs" / "async-jobs.md"
 

@@ -6,9 +6,10 @@ import json
 
 from servicekit import PermanentError
 from servicekit.jobs import JobRouter, list_dead_letters, pause_group, publish
+from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD
 
-from .conftest import Harness, Pinged, eventually, fast
+from .conftest import Harness, Pinged, fast
 
 STREAM = "test.pinged.v1"
 

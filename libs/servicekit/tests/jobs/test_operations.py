@@ -20,8 +20,9 @@ from servicekit.jobs import (
     resume_group,
 )
 from servicekit.jobs.maintenance import StreamMaintenance
+from servicekit.testing import eventually
 
-from .conftest import Harness, Pinged, archive_request, eventually, fast
+from .conftest import Harness, Pinged, archive_request, fast
 
 STREAM = "test.pinged.v1"
 

@@ -17,9 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from servicekit import ServiceSettings, StreamKeys, create_database_engine, ensure_outbox_tables
 from servicekit.jobs import publish
+from servicekit.testing import eventually
 
 from .chaos_worker import Pinged
-from .conftest import eventually
 
 PROGRAM = Path(__file__).with_name("chaos_worker.py")
 STREAM = "test.pinged.v1"
