@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from servicekit.jobs.delivery import AttemptHistory, Delivery
@@ -93,11 +94,7 @@ class PendingEntries:
                 left = True
                 break
             replies = await self._reclaim(
-                keys=[
-                    key,
-                    self.keys.companion(name, "retry"),
-                    self.keys.companion(name, "attempts"),
-                ],
+                keys=self.script_keys(key, name),
                 args=[self.group, self.consumer, 0, room * 4, room, "1"],
             )
             claimed = self._enqueue_claimed(key, name, replies)
@@ -146,40 +143,35 @@ class PendingEntries:
 
     async def _claim_due_retries(self) -> None:
         now_ms = int(time.time() * 1000)
-        for key, name, _ in self.streams:
-            room = self._room()
-            if room <= 0:
-                return
-            if key in self.paused:
-                continue
-            replies = await self._claim_due(
-                keys=[
-                    key,
-                    self.keys.companion(name, "retry"),
-                    self.keys.companion(name, "attempts"),
-                ],
-                args=[self.group, self.consumer, now_ms, room],
-            )
-            self._enqueue_claimed(key, name, replies)
+        await self._claim_from_each_stream(self._claim_due, lambda room: [now_ms, room])
 
     async def _reclaim_idle(self) -> None:
         min_idle = int(self._visibility * 1000)
+        # Scan more than we claim: entries parked in the retry set must not hide a dead
+        # consumer's entries behind them.
+        reclaimed = await self._claim_from_each_stream(
+            self._reclaim, lambda room: [min_idle, room * 4 + 16, room, "0"]
+        )
+        if reclaimed:
+            _log.info("jobs.reclaimed", group=self.group, count=reclaimed)
+
+    async def _claim_from_each_stream(
+        self, script: AsyncScript, args_for_room: Callable[[int], list[str | int]]
+    ) -> int:
+        """Run a claim script on each unpaused stream while there is room; return claims."""
+        claimed = 0
         for key, name, _ in self.streams:
             room = self._room()
             if room <= 0:
-                return
+                break
             if key in self.paused:
                 continue
-            replies = await self._reclaim(
-                keys=[
-                    key,
-                    self.keys.companion(name, "retry"),
-                    self.keys.companion(name, "attempts"),
-                ],
-                args=[self.group, self.consumer, min_idle, room * 4 + 16, room, "0"],
+            replies = await script(
+                keys=self.script_keys(key, name),
+                args=[self.group, self.consumer, *args_for_room(room)],
             )
-            if self._enqueue_claimed(key, name, replies):
-                _log.info("jobs.reclaimed", stream=name, count=len(replies))
+            claimed += self._enqueue_claimed(key, name, replies)
+        return claimed
 
     async def _extend_leases(self) -> None:
         """Reset the idle time of every held entry (queued or running) older than a third of v."""
