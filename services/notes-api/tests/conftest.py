@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -18,44 +17,23 @@ from notes_api.auth import create_key
 from notes_api.migrations import migrate
 from notes_api.settings import NotesApiSettings
 from servicekit import create_database_engine, setup_telemetry
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+from servicekit.testing import create_database, drop_database, fresh_database
 
 
 @pytest.fixture(scope="session")
 def template_database(postgres_admin_url: str) -> Iterator[str]:
     """One migrated database per session; each test gets a copy (much faster than migrating)."""
     name = f"notes_tpl_{uuid.uuid4().hex[:12]}"
-
-    async def admin(sql: str) -> None:
-        connection = await asyncpg.connect(postgres_admin_url)
-        try:
-            await connection.execute(sql)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    migrate(with_database(postgres_admin_url, name))
+    migrate(asyncio.run(create_database(postgres_admin_url, name)))
     yield name
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(drop_database(postgres_admin_url, name))
 
 
 @pytest.fixture
 async def notes_database_url(postgres_admin_url: str, template_database: str) -> AsyncIterator[str]:
-    name = f"notes_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(postgres_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
-    finally:
-        await admin.close()
-    yield with_database(postgres_admin_url, name)
-    admin = await asyncpg.connect(postgres_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    database = fresh_database(postgres_admin_url, prefix="notes", template=template_database)
+    async with database as url:
+        yield url
 
 
 @pytest.fixture
