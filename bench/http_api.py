@@ -13,6 +13,9 @@ load generator on it. Steps:
    hide its own queueing (no coordinated omission);
 4. the same schedule against ``bench.http_baseline`` (FastAPI + asyncpg, one INSERT a request).
 
+The generator is ``bench.http_client`` (keep-alive connections on raw asyncio streams), not httpx:
+it shares the two cores with the server, and httpx's CPU per request starved the server.
+
 Knobs: ``BENCH_HTTP=0`` skips it, ``BENCH_HTTP_SECONDS`` (30), ``BENCH_HTTP_RATE`` (200),
 ``BENCH_HTTP_WARMUP_SECONDS`` (3), ``BENCH_DATABASE_URL`` / ``DATABASE_URL`` (an admin URL).
 ``python -m bench.http_api`` runs it alone and merges its rows into ``.bench/results.json``.
@@ -29,7 +32,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,7 @@ import httpx
 from redis.asyncio import Redis
 
 from bench.common import REDIS_URL, delete_prefix, env_int, percentile
+from bench.http_client import HttpError, LoadClient, Reply
 from bench.report import RESULTS, Row, Target, table, targets_text, write
 
 ADMIN_URL = os.environ.get(
@@ -47,6 +51,7 @@ ADMIN_URL = os.environ.get(
     os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
 )
 TARGET_P99_MS = 100.0
+CONNECTIONS = 64  # keep-alive connections of the generator; more in flight wait for one
 DRAIN_SECONDS = 10.0
 Say = Callable[[str], None]
 
@@ -150,11 +155,11 @@ async def _wait_up(
         await asyncio.sleep(0.1)
 
 
-Request = Callable[[httpx.AsyncClient, int], Any]
+Request = Callable[[LoadClient, int], Awaitable[Reply]]
 
 
 async def paced(
-    client: httpx.AsyncClient, request: Request, rate: float, seconds: float, *, record: bool
+    client: LoadClient, request: Request, rate: float, seconds: float, *, record: bool
 ) -> Load:
     """Send ``request(client, i)`` at ``rate``/s for ``seconds`` (open loop); gather latencies."""
     load = Load(rate, seconds)
@@ -169,7 +174,7 @@ async def paced(
             response = await request(client, i)
             ok = 200 <= response.status_code < 300
             kind = str(response.status_code)
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             ok, kind = False, type(exc).__name__
         end = time.perf_counter()
         last_end = max(last_end, end)
@@ -202,11 +207,13 @@ async def paced(
     return load
 
 
-def _client(port: int, headers: dict[str, str] | None = None) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    return httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{port}", headers=headers, limits=limits, timeout=30.0
-    )
+def _client(port: int, headers: dict[str, str] | None = None) -> LoadClient:
+    return LoadClient("127.0.0.1", port, connections=CONNECTIONS, headers=headers)
+
+
+async def _wait_for(server: subprocess.Popen[bytes], port: int) -> None:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as probe:
+        await _wait_up(server, probe, "/openapi.json")
 
 
 async def _notes_api(env: dict[str, str], key: str, rate: float, seconds: float, say: Say) -> Load:
@@ -221,7 +228,7 @@ async def _notes_api(env: dict[str, str], key: str, rate: float, seconds: float,
     )
     created: list[str] = []
 
-    async def request(client: httpx.AsyncClient, i: int) -> httpx.Response:
+    async def request(client: LoadClient, i: int) -> Reply:
         if i % 2 == 0 or not created:
             body = {"title": f"note {i}", "body": "bench " * 20, "tags": ["bench", f"t{i % 10}"]}
             response = await client.post("/v1/notes", json=body)
@@ -231,8 +238,8 @@ async def _notes_api(env: dict[str, str], key: str, rate: float, seconds: float,
         return await client.get(f"/v1/notes/{created[(i * 7919) % len(created)]}")
 
     try:
+        await _wait_for(server, port)
         async with _client(port, {"Authorization": f"Bearer {key}"}) as client:
-            await _wait_up(server, client, "/openapi.json")
             warmup = float(os.environ.get("BENCH_HTTP_WARMUP_SECONDS", "3"))
             await paced(client, request, rate, warmup, record=False)
             load = await paced(client, request, rate, seconds, record=True)
@@ -248,13 +255,13 @@ async def _bare(env: dict[str, str], rate: float, seconds: float) -> Load:
     argv = [sys.executable, "-m", "uvicorn", "bench.http_baseline:app", "--host", "127.0.0.1"]
     server = _spawn([*argv, "--port", str(port), "--no-access-log", "--log-level", "warning"], env)
 
-    async def request(client: httpx.AsyncClient, i: int) -> httpx.Response:
+    async def request(client: LoadClient, i: int) -> Reply:
         body = {"title": f"note {i}", "body": "bench " * 20, "tags": ["bench", f"t{i % 10}"]}
         return await client.post("/items", json=body)
 
     try:
+        await _wait_for(server, port)
         async with _client(port) as client:
-            await _wait_up(server, client, "/openapi.json")
             warmup = float(os.environ.get("BENCH_HTTP_WARMUP_SECONDS", "3"))
             await paced(client, request, rate, warmup, record=False)
             return await paced(client, request, rate, seconds, record=True)

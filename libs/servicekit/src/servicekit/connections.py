@@ -36,15 +36,33 @@ def create_redis(settings: ServiceSettings, *, timeout: float = 5.0) -> Redis:
     return client
 
 
-def create_database_engine(settings: ServiceSettings, *, pool_timeout: float = 2.0) -> AsyncEngine:
+def create_database_engine(
+    settings: ServiceSettings,
+    *,
+    pool_timeout: float = 2.0,
+    pre_ping: bool = True,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+) -> AsyncEngine:
     """Create an asyncpg-backed SQLAlchemy engine that fails fast when PostgreSQL is down.
 
     ``pool_timeout`` and the connect timeout bound how long a request waits, so an outage is
     answered with an error in seconds instead of a hanging pool.
+
+    ``pre_ping`` tests each connection as it leaves the pool (three round trips with asyncpg:
+    BEGIN, a no-op, ROLLBACK), so a worker never fails a message on a connection PostgreSQL
+    dropped. A request path that answers a lost connection with a retryable error can turn it
+    off: the first failure on a dropped connection invalidates every older pooled connection.
+
+    ``pool_size`` connections stay open; up to ``max_overflow`` more are opened for a burst and
+    closed when returned. Opening one costs tens of milliseconds (TLS probe, authentication, the
+    driver's type introspection), so size the pool for the usual concurrency, not the mean.
     """
     return create_async_engine(
         asyncpg_url(settings.require_database_url()),
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=pool_timeout,
         connect_args={"timeout": pool_timeout, "command_timeout": 30},
     )

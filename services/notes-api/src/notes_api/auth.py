@@ -15,6 +15,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import utc_now
 from notes_api.models import ApiKey
@@ -35,15 +36,14 @@ def well_formed(key: str) -> bool:
     return _KEY_SHAPE.fullmatch(key) is not None
 
 
-async def owner_for_key(engine: AsyncEngine, key: str) -> str | None:
+async def owner_for_key(session: AsyncSession, key: str) -> str | None:
     """Return the owner of an active key, or None (malformed, unknown or revoked)."""
     if not well_formed(key):
         return None
-    async with engine.connect() as connection:
-        statement = select(ApiKey.owner_id).where(
-            ApiKey.key_hash == hash_key(key), col(ApiKey.revoked_at).is_(None)
-        )
-        owner: str | None = (await connection.execute(statement)).scalar_one_or_none()
+    statement = select(ApiKey.owner_id).where(
+        ApiKey.key_hash == hash_key(key), col(ApiKey.revoked_at).is_(None)
+    )
+    owner: str | None = (await session.exec(statement)).first()
     return owner
 
 

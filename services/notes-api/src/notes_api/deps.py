@@ -14,7 +14,6 @@ from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notes_api.auth import owner_for_key
@@ -30,26 +29,27 @@ async def get_settings(request: Request) -> NotesApiSettings:
     return settings
 
 
-async def get_engine(request: Request) -> AsyncEngine:
-    engine: AsyncEngine = request.app.state.engine
-    return engine
-
-
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with request.app.state.sessions() as session:
         yield session
 
 
+async def get_reader(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.readers() as session:
+        yield session
+
+
 SettingsDep = Annotated[NotesApiSettings, Depends(get_settings)]
-EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReaderDep = Annotated[AsyncSession, Depends(get_reader)]
+"""A session in autocommit: for routes that read with a single statement."""
 
 
 async def get_owner(
-    engine: EngineDep,
+    reader: ReaderDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    owner = await owner_for_key(engine, credentials.credentials) if credentials else None
+    owner = await owner_for_key(reader, credentials.credentials) if credentials else None
     if owner is None:
         error = "invalid_token" if credentials else "invalid_request"
         raise Problem(

@@ -21,6 +21,8 @@ class NotesApiSettings(ServiceSettings):
     """How far ahead `run_at` may be; later is rejected with 422."""
     retry_after_seconds: int = Field(default=2, ge=1)
     database_timeout_seconds: float = Field(default=2.0, gt=0)
+    database_pool_size: int = Field(default=20, ge=1)
+    """Connections kept open by each serve process (a burst opens up to as many again)."""
 
 
 class WorkerSettings(NotesApiSettings):

@@ -30,7 +30,7 @@ from contracts import (
     utc_now,
 )
 from notes_api.bulk import create_bulk_archive
-from notes_api.deps import IdempotentDep, OwnerDep, SessionDep, SettingsDep
+from notes_api.deps import IdempotentDep, OwnerDep, ReaderDep, SettingsDep
 from notes_api.errors import Problem
 from notes_api.idempotency import Outcome
 from notes_api.jobs import CANCELLABLE, job_body, job_public, new_job
@@ -149,7 +149,7 @@ async def owned_job(session: AsyncSession, owner: str, job_id: UUID, *, lock: bo
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=PROBLEMS)
-async def get_job(job_id: UUID, owner: OwnerDep, session: SessionDep) -> JobPublic:
+async def get_job(job_id: UUID, owner: OwnerDep, session: ReaderDep) -> JobPublic:
     """A job's status, attempts, result or error, and progress for bulk archives."""
     return job_public(await owned_job(session, owner, job_id, lock=False))
 
@@ -157,7 +157,7 @@ async def get_job(job_id: UUID, owner: OwnerDep, session: SessionDep) -> JobPubl
 @router.get("/jobs", response_model=JobPage, responses=PROBLEMS)
 async def list_jobs(
     owner: OwnerDep,
-    session: SessionDep,
+    session: ReaderDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,

@@ -22,7 +22,7 @@ from contracts import (
     NoteUpdated,
     utc_now,
 )
-from notes_api.deps import IdempotentDep, OwnerDep, SessionDep
+from notes_api.deps import IdempotentDep, OwnerDep, ReaderDep, SessionDep
 from notes_api.errors import Problem
 from notes_api.idempotency import Outcome
 from notes_api.models import Note, NoteCreate, NotePage, NotePublic, NoteUpdate, Tag, Text_
@@ -99,7 +99,7 @@ async def create_note(payload: NoteCreate, call: IdempotentDep) -> JSONResponse:
 @router.get("/notes", response_model=NotePage, responses=PROBLEMS)
 async def list_notes(
     owner: OwnerDep,
-    session: SessionDep,
+    session: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     tag: Annotated[Tag | None, Query()] = None,
@@ -134,7 +134,7 @@ async def list_notes(
 
 
 @router.get("/notes/{note_id}", response_model=NotePublic, responses=PROBLEMS)
-async def get_note(note_id: UUID, owner: OwnerDep, session: SessionDep) -> JSONResponse:
+async def get_note(note_id: UUID, owner: OwnerDep, session: ReaderDep) -> JSONResponse:
     """One note, with its `ETag`."""
     note = await owned_note(session, owner, note_id, lock=False)
     return note_outcome(note).response()
