@@ -137,17 +137,17 @@ async def add_to_outbox(
     headers = event_headers(event)
     headers["correlation_id"] = event.correlation_id or str(event.event_id)
     propagate.inject(headers)
+    # Values as parameters, not `.values(...)`: the statement's compiled form is then cached.
     await connection.execute(
-        _outbox(schema)
-        .insert()
-        .values(
-            aggregate_id=aggregate_id,
-            stream=stream,
-            event_id=event.event_id,
-            event_type=event.type,
-            payload=event.model_dump(mode="json"),
-            headers=headers,
-        )
+        _outbox(schema).insert(),
+        {
+            "aggregate_id": aggregate_id,
+            "stream": stream,
+            "event_id": event.event_id,
+            "event_type": event.type,
+            "payload": event.model_dump(mode="json"),
+            "headers": headers,
+        },
     )
 
 

@@ -69,9 +69,7 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessions = sessions
-        app.state.readers = async_sessionmaker(
-            autocommit_reads(engine), class_=AsyncSession, expire_on_commit=False
-        )
+        app.state.readers = autocommit_reads(engine)
         app.state.idempotency = IdempotencyStore(
             sessions,
             ttl=timedelta(hours=settings.idempotency_ttl_hours),

@@ -12,13 +12,12 @@ import secrets
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import or_, update
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import col
 
 from contracts import utc_now
-from notes_api.models import ApiKey
+from notes_api.models import API_KEYS, ApiKey
 
 KEY_PREFIX = "nk_"
 _KEY_SHAPE = re.compile(r"nk_[A-Za-z0-9_-]{43}")
@@ -36,14 +35,18 @@ def well_formed(key: str) -> bool:
     return _KEY_SHAPE.fullmatch(key) is not None
 
 
-async def owner_for_key(session: AsyncSession, key: str) -> str | None:
+# Built once with bound parameters: SQLAlchemy then reuses its compiled form on every request.
+_OWNER_BY_KEY_HASH = select(API_KEYS.c.owner_id).where(
+    API_KEYS.c.key_hash == bindparam("key_hash"), API_KEYS.c.revoked_at.is_(None)
+)
+
+
+async def owner_for_key(connection: AsyncConnection, key: str) -> str | None:
     """Return the owner of an active key, or None (malformed, unknown or revoked)."""
     if not well_formed(key):
         return None
-    statement = select(ApiKey.owner_id).where(
-        ApiKey.key_hash == hash_key(key), col(ApiKey.revoked_at).is_(None)
-    )
-    owner: str | None = (await session.exec(statement)).first()
+    result = await connection.execute(_OWNER_BY_KEY_HASH, {"key_hash": hash_key(key)})
+    owner: str | None = result.scalar_one_or_none()
     return owner
 
 

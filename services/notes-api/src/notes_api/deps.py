@@ -14,6 +14,7 @@ from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from notes_api.auth import owner_for_key
@@ -34,15 +35,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-async def get_reader(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.readers() as session:
-        yield session
+async def get_reader(request: Request) -> AsyncIterator[AsyncConnection]:
+    async with request.app.state.readers.connect() as connection:
+        yield connection
 
 
 SettingsDep = Annotated[NotesApiSettings, Depends(get_settings)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
-ReaderDep = Annotated[AsyncSession, Depends(get_reader)]
-"""A session in autocommit: for routes that read with a single statement."""
+ReaderDep = Annotated[AsyncConnection, Depends(get_reader)]
+"""A connection in autocommit, shared by auth and the route: for single-statement reads."""
 
 
 async def get_owner(

@@ -8,6 +8,8 @@ follows retrying of attempt 1).
 from typing import Any
 from uuid import UUID, uuid4
 
+from sqlalchemy import Row
+
 from contracts import TERMINAL_STATUSES, JobStatus, JobType, utc_now
 from notes_api.models import Attempt, Job, JobPublic, Progress
 from notes_api.outbox import current_trace_id
@@ -47,7 +49,8 @@ def empty_progress(total: int) -> dict[str, int]:
     return {"total": total, "succeeded": 0, "failed": 0, "skipped": 0}
 
 
-def job_public(job: Job) -> JobPublic:
+def job_public(job: Job | Row[Any]) -> JobPublic:
+    """The API view of a job: an ORM `Job` or a row of `jobs`."""
     attempts = [Attempt.model_validate(a) for a in job.attempts]
     progress = Progress.model_validate(job.progress) if job.progress is not None else None
     return JobPublic(

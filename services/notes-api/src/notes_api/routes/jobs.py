@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import tuple_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
 
 from contracts import (
     JOBS_DELAYED,
@@ -138,39 +139,48 @@ async def bulk_archive(
     return await call.respond(payload, create)
 
 
+NOT_FOUND = "No job with this id."
+
+
+def _owned_jobs(owner: str) -> SelectOfScalar[Job]:
+    """The owner's jobs as the API shows them: a bulk archive's chunks are not jobs of their own."""
+    return select(Job).where(Job.owner_id == owner, col(Job.parent_id).is_(None))
+
+
 async def owned_job(session: AsyncSession, owner: str, job_id: UUID, *, lock: bool) -> Job:
-    statement = select(Job).where(
-        Job.id == job_id, Job.owner_id == owner, col(Job.parent_id).is_(None)
-    )
+    statement = _owned_jobs(owner).where(Job.id == job_id)
     job = (await session.exec(statement.with_for_update() if lock else statement)).first()
     if job is None:
-        raise Problem(404, "No job with this id.")
+        raise Problem(404, NOT_FOUND)
     return job
 
 
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=PROBLEMS)
-async def get_job(job_id: UUID, owner: OwnerDep, session: ReaderDep) -> JobPublic:
+async def get_job(job_id: UUID, owner: OwnerDep, connection: ReaderDep) -> JobPublic:
     """A job's status, attempts, result or error, and progress for bulk archives."""
-    return job_public(await owned_job(session, owner, job_id, lock=False))
+    row = (await connection.execute(_owned_jobs(owner).where(Job.id == job_id))).first()
+    if row is None:
+        raise Problem(404, NOT_FOUND)
+    return job_public(row)
 
 
 @router.get("/jobs", response_model=JobPage, responses=PROBLEMS)
 async def list_jobs(
     owner: OwnerDep,
-    session: ReaderDep,
+    connection: ReaderDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> JobPage:
     """The owner's jobs, newest first, optionally by status, a page at a time."""
-    statement = select(Job).where(Job.owner_id == owner, col(Job.parent_id).is_(None))
+    statement = _owned_jobs(owner)
     if status is not None:
         statement = statement.where(Job.status == str(status))
     if cursor is not None:
         created_at, last_id = decode_cursor(cursor)
         statement = statement.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
     statement = statement.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
-    jobs = list((await session.exec(statement)).all())
+    jobs = list((await connection.execute(statement)).all())
     page, more = jobs[:limit], len(jobs) > limit
     next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
     return JobPage(items=[job_public(j) for j in page], next_cursor=next_cursor)
