@@ -1,8 +1,13 @@
 import asyncio
+import json
 import time
 
 import httpx
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -71,14 +76,23 @@ async def test_writes_keep_answering_201_while_redis_is_down_and_the_outbox_deli
     stream_prefix: str,
 ) -> None:
     keys = StreamKeys(stream_prefix)
+    spans = InMemorySpanExporter()  # the relay's failed publish spans show it tried and failed
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(spans))
     proxied = Redis.from_url(f"redis://127.0.0.1:{redis_proxy.port}/0", socket_connect_timeout=1)
     relay = OutboxRelay(engine, proxied, schema=SCHEMA, keys=keys, poll_interval=0.05,
-                        max_backoff=0.2, publish_timeout=1.0)  # fmt: skip
+                        max_backoff=0.2, publish_timeout=1.0, tracer_provider=tracing)  # fmt: skip
     await redis_proxy.stop()
     ids = [(await create_note(client, alice, title=f"n{i}"))["id"] for i in range(5)]
     stop = asyncio.Event()
     relaying = asyncio.create_task(relay.run(stop))
-    await asyncio.sleep(0.3)  # the relay fails while Redis is unreachable (not a sync point)
+
+    async def failed_twice() -> bool:
+        failed = [s for s in spans.get_finished_spans() if s.status.status_code is StatusCode.ERROR]
+        return len({s.context.trace_id for s in failed}) == 5 and len(failed) >= 10
+
+    await eventually(failed_twice, within=10)  # two rounds of the batch, still running
+    assert not relaying.done()
     assert await redis_client.xlen(keys.stream(NOTES_CREATED)) == 0
     await redis_proxy.start()
 
@@ -90,8 +104,6 @@ async def test_writes_keep_answering_201_while_redis_is_down_and_the_outbox_deli
     await relaying
     await proxied.aclose()
     entries = await redis_client.xrange(keys.stream(NOTES_CREATED))
-    import json
-
     published = [json.loads(fields[b"__data__"])["body"]["note_id"] for _, fields in entries]
     assert published == ids  # none lost, in order
     assert all(row["published_at"] is not None for row in await outbox(engine))
