@@ -5,7 +5,8 @@ BENCH_BURST (1000), BENCH_PACED_RATE (500), BENCH_PACED_SECONDS (5), BENCH_REDIS
 the notes-api HTTP scenario (``bench.http_api``): BENCH_HTTP (1; 0 skips), BENCH_HTTP_SECONDS (30).
 
 Scenarios run in rounds (raw, FastStream, runtime 1c, runtime 2c, then again), so background load
-on the machine hits every scenario alike; each figure is the median of its rounds.
+on the machine hits every scenario alike; each figure is the median of its rounds. Every contender
+(raw loop, FastStream, runtime workers) runs on the services' event loop, uvloop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from bench import faststream_sub, http_api, raw_loop, runtime
 from bench.common import REDIS_URL, Config, Drain, delete_prefix, median, run_prefix
 from bench.report import Row, Target, table, targets_text, write
+from servicekit import event_loop_factory
 
 
 def _say(text: str) -> None:
@@ -157,4 +159,6 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    # The services' event loop (uvloop), so every contender runs as a service would.
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        sys.exit(runner.run(main()))

@@ -17,7 +17,7 @@ import time
 from redis.asyncio import Redis
 
 from bench.common import GROUP, REDIS_URL, STREAM, Pinged, make_pinged
-from servicekit import ServiceSettings, StreamKeys, setup_telemetry
+from servicekit import ServiceSettings, StreamKeys, event_loop_factory, setup_telemetry
 from servicekit.jobs import JobOptions, JobRouter, Worker, decode_entry, encode_event
 
 
@@ -151,4 +151,5 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parse())))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        sys.exit(runner.run(main(parse())))

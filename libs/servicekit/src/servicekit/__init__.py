@@ -9,7 +9,7 @@ from servicekit.connections import create_database_engine, create_redis, redis_s
 from servicekit.dedupe import RedisDedupe
 from servicekit.errors import ErrorKind, PermanentError, SkipJob, TransientError, classify
 from servicekit.keys import StreamKeys
-from servicekit.lifecycle import run_until_stopped
+from servicekit.lifecycle import event_loop_factory, run_until_stopped
 from servicekit.logs import configure_logging, get_logger
 from servicekit.ops import OpsServer, Readiness, ReadinessCheck
 from servicekit.outbox import OutboxRelay, add_to_outbox, create_outbox_tables, ensure_outbox_tables
@@ -49,6 +49,7 @@ __all__ = [
     "encode_envelope",
     "ensure_outbox_tables",
     "event_headers",
+    "event_loop_factory",
     "get_logger",
     "handler_transaction",
     "publish_event",

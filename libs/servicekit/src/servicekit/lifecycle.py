@@ -6,7 +6,7 @@ import asyncio
 import signal
 from collections.abc import Awaitable, Callable
 
-__all__ = ["run_until_stopped"]
+__all__ = ["event_loop_factory", "run_until_stopped"]
 
 
 def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[int | None]]) -> int:
@@ -35,13 +35,13 @@ def run_until_stopped(main: Callable[[asyncio.Event], Awaitable[int | None]]) ->
                 loop.remove_signal_handler(sig)
 
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as loop_runner:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as loop_runner:
             return loop_runner.run(runner())
     except asyncio.CancelledError:
         return 130
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """Return uvloop's loop factory when installed: sockets and timers at a fraction of the CPU."""
     try:
         import uvloop
