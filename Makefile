@@ -2,12 +2,18 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
+# notes-platform developer loop. Nothing to export: Redis and PostgreSQL are found (REDIS_URL /
+# DATABASE_URL, else the local servers, else embedded ones from PyPI wheels) by tools/devstack.
+
 # uv comes from PATH, or is bootstrapped with pip on first use.
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 export UV_PYTHON_DOWNLOADS := never
+# Bytecode is compiled at install: these machines set PYTHONDONTWRITEBYTECODE=1, so without it every
+# start would compile every module from source.
+export UV_COMPILE_BYTECODE := 1
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap sync run test chaos lint fmt schemas bench clean
+.PHONY: help bootstrap sync run key test chaos lint fmt schemas bench stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -17,12 +23,21 @@ bootstrap: ## install uv with pip if it is missing
 		|| python3 -m pip install --quiet "uv>=0.9,<0.14"
 
 sync: bootstrap ## install every workspace member and the dev tools from uv.lock
-	$(UV) sync --locked --all-packages
+	@$(UV) sync --locked --all-packages --quiet
+	@# The members are editable installs, which uv does not compile; compileall skips fresh files.
+	@$(UV) run --no-sync python -m compileall -q -j0 libs services tools >/dev/null
 
-run: sync ## start every service locally (see scripts/run.sh)
-	@bash scripts/run.sh
+run: sync ## migrate and start every service, ready to try (Ctrl-C stops)
+	@$(UV) run --no-sync devstack run
 
-test: sync ## all tests except the long chaos suite (needs REDIS_URL/DATABASE_URL or Docker)
+key: sync ## create an API key: make key owner=you (prints the key alone)
+	@$(if $(owner),,$(error usage: make key owner=NAME))
+	@$(UV) run --no-sync devstack exec -- notes-api create-key --owner "$(owner)"
+
+stop: ## stop embedded servers a killed `make run` left under .local/
+	@$(UV) run --no-sync devstack stop
+
+test: sync ## all tests except the long chaos suite
 	$(UV) run --locked pytest -m "not chaos" $(PYTEST_ARGS)
 
 chaos: sync ## full-size and process-killing tests
@@ -44,7 +59,8 @@ schemas: sync ## export every event's JSON Schema to docs/events/
 	$(UV) run --locked python scripts/export_schemas.py
 
 bench: sync ## throughput/latency benchmarks; figures in .bench/results.json
-	$(UV) run --locked python -m bench
+	$(UV) run --locked devstack exec -- python -m bench
 
-clean: ## remove caches and the virtualenv
-	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .bench
+clean: ## remove caches, the virtualenv and the embedded servers' data (.local/)
+	-@$(UV) run --no-sync devstack stop 2>/dev/null
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .bench .local

@@ -9,6 +9,7 @@ formatters within logging").
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
@@ -126,10 +127,10 @@ def configure_logging(
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _add_service(service),
         add_trace_ids,
-        _drop_color_message,
     ]
+    output = stream or sys.stdout
     renderer: Processor = (
-        structlog.dev.ConsoleRenderer(colors=False)
+        structlog.dev.ConsoleRenderer(colors=_wants_colour(output))
         if fmt == "console"
         else structlog.processors.JSONRenderer()
     )
@@ -148,12 +149,13 @@ def configure_logging(
         foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _drop_color_message,  # after ExtraAdder, which is where uvicorn's copy comes in
             structlog.processors.format_exc_info,
             redactor,  # last before rendering, so tracebacks are scrubbed too
             renderer,
         ],
     )
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = logging.StreamHandler(output)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers = [handler]
@@ -163,6 +165,17 @@ def configure_logging(
         library_logger.handlers = []
         library_logger.propagate = True
     return redactor
+
+
+def _wants_colour(stream: TextIO) -> bool:
+    # The https://no-color.org and FORCE_COLOR conventions: `make run` pipes a process's output to
+    # a terminal and sets FORCE_COLOR, since the process itself sees only a pipe.
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

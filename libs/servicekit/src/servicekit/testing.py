@@ -1,8 +1,9 @@
 """pytest plugin with real Redis and PostgreSQL for integration tests.
 
-Enable it with ``pytest_plugins = ["servicekit.testing"]`` in a ``conftest.py``. Where the servers
-come from, in order: ``REDIS_URL`` / ``DATABASE_URL`` from the environment; otherwise
-testcontainers, where a Docker engine answers; otherwise the test fails and says what to set.
+Installed through the ``pytest11`` entry point. The servers come from ``REDIS_URL`` /
+``DATABASE_URL``; in this repository ``make test`` sets them (the ``devstack`` plugin resolves the
+local servers, or throw-away embedded ones, when they are unset). A run without them fails and
+says what to set.
 
 Each test gets its own Redis key prefix (pass it as ``STREAM_PREFIX``) and its own freshly created
 PostgreSQL database, so tests can run in parallel (``pytest -n auto``).
@@ -14,9 +15,8 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,34 +38,22 @@ __all__ = [
 ]
 
 _MISSING = (
-    "{var} is not set and no Docker engine is available for testcontainers. "
-    "Set {var} to a running server, e.g. {var}={example}"
+    "{var} is not set. Run the tests with `make test`, which finds the local servers or starts "
+    "embedded ones, or set {var} to a running server, e.g. {var}={example}"
 )
 
 
-def _docker_available() -> bool:
-    host = os.environ.get("DOCKER_HOST")
-    if host:
-        return True
-    return Path("/var/run/docker.sock").exists()
+def _from_environment(var: str, example: str) -> str:
+    url = os.environ.get(var)
+    if not url:
+        pytest.fail(_MISSING.format(var=var, example=example), pytrace=False)
+    return url
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
-    """URL of a real Redis 7 server shared by the session."""
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    if not _docker_available():
-        pytest.fail(
-            _MISSING.format(var="REDIS_URL", example="redis://127.0.0.1:6379/0"), pytrace=False
-        )
-    from testcontainers.redis import RedisContainer
-
-    with RedisContainer("redis:7.0") as container:
-        host = container.get_container_host_ip()
-        yield f"redis://{host}:{container.get_exposed_port(6379)}/0"
+def redis_url() -> str:
+    """URL of a real Redis (>= 7.0) or Valkey (8.1) server shared by the session."""
+    return _from_environment("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
@@ -85,23 +73,9 @@ async def redis_client(redis_url: str, stream_prefix: str) -> AsyncIterator[Redi
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url() -> Iterator[str]:
-    """URL of a real PostgreSQL 15 server, connected to a database that may create others."""
-    url = os.environ.get("DATABASE_URL")
-    if url:
-        yield url
-        return
-    if not _docker_available():
-        pytest.fail(
-            _MISSING.format(
-                var="DATABASE_URL", example="postgresql://postgres@127.0.0.1:5432/postgres"
-            ),
-            pytrace=False,
-        )
-    from testcontainers.postgres import PostgresContainer
-
-    with PostgresContainer("postgres:15", driver=None) as container:
-        yield container.get_connection_url()
+def postgres_admin_url() -> str:
+    """URL of a real PostgreSQL (15 or 18) server, on a database that may create others."""
+    return _from_environment("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def with_database(url: str, name: str) -> str:

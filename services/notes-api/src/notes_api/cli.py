@@ -44,7 +44,8 @@ async def _create_key(settings: NotesApiSettings, owner: str) -> int:
         key_id, key = await create_key(engine, owner)
     finally:
         await engine.dispose()
-    print(f"created key {key_id} for owner {owner}; it is shown once:")
+    # The key alone on stdout, so that `export NOTES_API_KEY=$(make -s key owner=you)` works.
+    print(f"created key {key_id} for owner {owner}; it is shown once:", file=sys.stderr)
     print(key)
     return 0
 
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="serve the HTTP API (the default)")
     commands.add_parser("migrate", help="upgrade schema `notes` to the latest revision")
-    create = commands.add_parser("create-key", help="create an API key; prints it last")
+    create = commands.add_parser("create-key", help="create an API key; prints it alone on stdout")
     create.add_argument("--owner", required=True)
     revoke = commands.add_parser("revoke-key", help="revoke an API key (by value or id)")
     revoke.add_argument("key")

@@ -1,0 +1,75 @@
+"""The services of the workspace and the processes each runs, read from their pyproject files.
+
+Each service declares what ``make run`` starts in a ``[tool.devstack]`` table, so a new service is
+started by ``make run`` as soon as it exists, without a change here::
+
+    [tool.devstack]
+    migrate = ["archiver", "migrate"]
+    processes = [{ name = "archiver", command = ["archiver"], ops_port = 9102 }]
+
+``command`` names a console script of the service; ``url`` (optional) is a public address to print.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Process", "Service", "find_root", "services"]
+
+
+@dataclass(frozen=True)
+class Process:
+    """One long-running process of a service, ready when its ops port answers ``/readyz``."""
+
+    name: str
+    command: tuple[str, ...]
+    ops_port: int
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Service:
+    """A workspace member under ``services/`` with its migrate command and processes."""
+
+    package: str
+    migrate: tuple[str, ...] | None
+    processes: tuple[Process, ...]
+
+
+def find_root(start: Path | None = None) -> Path:
+    """Return the workspace root: the nearest parent holding ``services/`` and ``uv.lock``."""
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "uv.lock").exists() and (candidate / "services").is_dir():
+            return candidate
+    msg = f"no notes-platform workspace (uv.lock and services/) at or above {here}"
+    raise FileNotFoundError(msg)
+
+
+def services(root: Path) -> list[Service]:
+    """Every service under ``root/services`` that declares ``[tool.devstack]``, by name."""
+    found = []
+    for pyproject in sorted((root / "services").glob("*/pyproject.toml")):
+        data = tomllib.loads(pyproject.read_text())
+        table = data.get("tool", {}).get("devstack")
+        if not table:
+            continue
+        migrate = table.get("migrate")
+        found.append(
+            Service(
+                package=data["project"]["name"],
+                migrate=tuple(migrate) if migrate else None,
+                processes=tuple(
+                    Process(
+                        name=entry["name"],
+                        command=tuple(entry["command"]),
+                        ops_port=int(entry["ops_port"]),
+                        url=entry.get("url"),
+                    )
+                    for entry in table.get("processes", [])
+                ),
+            )
+        )
+    return found
