@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from devstack.embedded import EmbeddedPostgres, EmbeddedValkey
@@ -38,8 +39,13 @@ def run(root: Path) -> int:
     with ServerStack.for_workspace(root, adopt=True) as stack:
         resolved = stack.resolve()
         print(f"make run: {resolved.describe()}", flush=True)
+        offset = int(os.environ.get("DEVSTACK_PORT_OFFSET", "0"))
+        declared = [
+            replace(s, processes=tuple(p.shifted(offset) for p in s.processes))
+            for s in services(root)
+        ]
         supervisor = Supervisor(
-            services(root), resolved, bin_dir=_BIN, out=sys.stdout,
+            declared, resolved, bin_dir=_BIN, out=sys.stdout,
             interactive=interactive, base_env=os.environ,
         )  # fmt: skip
         return asyncio.run(supervisor.run(started))

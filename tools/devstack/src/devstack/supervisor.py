@@ -115,9 +115,12 @@ class Supervisor:
         processes = [p for s in self.services for p in s.processes]
         width = max(len(p.name) for p in processes)
         for index, process in enumerate(processes):
+            ports = {"OPS_PORT": str(process.ops_port)}
+            if process.port is not None:
+                ports["PORT"] = str(process.port)
             child = await asyncio.create_subprocess_exec(
                 *self._command(process.command),
-                env=self.env,
+                env={**self.env, **ports},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -161,7 +164,8 @@ class Supervisor:
         return True
 
     def _say_ready(self, elapsed: float) -> None:
-        api = next((p.url for s in self.services for p in s.processes if p.url), None)
+        port = next((p.port for s in self.services for p in s.processes if p.port), None)
+        api = f"http://127.0.0.1:{port}" if port else None
         ops = ", ".join(f"{r.process.name} :{r.process.ops_port}" for r in self.running)
         lines = [
             f"notes-platform is up ({elapsed:.1f} s).",

@@ -7,7 +7,9 @@ started by ``make run`` as soon as it exists, without a change here::
     migrate = ["archiver", "migrate"]
     processes = [{ name = "archiver", command = ["archiver"], ops_port = 9102 }]
 
-``command`` names a console script of the service; ``url`` (optional) is a public address to print.
+``command`` names a console script of the service, started with ``OPS_PORT`` set to ``ops_port``;
+``port`` (optional) is its public HTTP port, passed as ``PORT``. ``DEVSTACK_PORT_OFFSET`` shifts
+every port, so a second copy of the platform (a test's) can run beside ``make run``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ class Process:
     name: str
     command: tuple[str, ...]
     ops_port: int
-    url: str | None = None
+    port: int | None = None
+
+    def shifted(self, offset: int) -> Process:
+        """Return the same process with every port moved by ``offset``."""
+        port = None if self.port is None else self.port + offset
+        return Process(self.name, self.command, self.ops_port + offset, port)
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ def services(root: Path) -> list[Service]:
                         name=entry["name"],
                         command=tuple(entry["command"]),
                         ops_port=int(entry["ops_port"]),
-                        url=entry.get("url"),
+                        port=entry.get("port"),
                     )
                     for entry in table.get("processes", [])
                 ),

@@ -1,0 +1,123 @@
+"""A newcomer's first minutes: clone, `make run`, paste the printed lines, `make test`.
+
+The repository (its committed HEAD) is cloned into a temporary directory and driven as a person
+would, with Redis/PostgreSQL variables unset. The local addresses are pointed at a dead port, so the
+embedded servers (Valkey, PostgreSQL 18 from PyPI wheels) are exercised even where local servers
+run. `make test` in the clone runs a smoke subset; NOTES_PLATFORM_NEWCOMER stops it from running
+this test again inside itself. Slow (a fresh virtualenv), so it runs in `make chaos`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GUARD = "NOTES_PLATFORM_NEWCOMER"
+
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(bool(os.environ.get(GUARD)), reason="inside the newcomer's own make test"),
+]
+
+
+def _dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _newcomer_environment(home: Path) -> dict[str, str]:
+    """What a fresh shell has: no server variables; a dead local address forces embedded servers."""
+    keep = ("PATH", "HOME", "LANG", "TERM", "USER", "UV_CACHE_DIR", "TMPDIR")
+    env = {name: os.environ[name] for name in keep if name in os.environ}
+    dead = _dead_port()
+    env.update(
+        {
+            GUARD: "1",
+            "DEVSTACK_LOCAL_REDIS_URL": f"redis://127.0.0.1:{dead}/0",
+            "DEVSTACK_LOCAL_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{dead}/postgres",
+            # Beside a developer's own `make run` on the default ports.
+            "DEVSTACK_PORT_OFFSET": str(20000 + dead % 5000),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
+    env.setdefault("HOME", str(home))
+    return env
+
+
+def _read_until_ready(process: subprocess.Popen[str], deadline: float) -> list[str]:
+    """`make run`'s output up to and including its ready block (the line after `curl`)."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    selector = selectors.DefaultSelector()
+    selector.register(process.stdout, selectors.EVENT_READ)
+    while time.monotonic() < deadline:
+        if not selector.select(timeout=1):
+            if process.poll() is not None:
+                break
+            continue
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.startswith("More in docs/api.md"):
+            return lines
+    tail = "\n".join(lines[-60:])
+    msg = f"make run printed no ready block; waited for 'More in docs/api.md', saw:\n{tail}"
+    raise AssertionError(msg)
+
+
+def test_clone_make_run_paste_the_printed_lines_and_make_test(tmp_path: Path) -> None:
+    clone = tmp_path / "notes-platform"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    env = _newcomer_environment(tmp_path)
+
+    run = subprocess.Popen(
+        ["make", "run"],
+        cwd=clone, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, so "Ctrl-C" reaches make and devstack
+    )  # fmt: skip
+    try:
+        output = _read_until_ready(run, time.monotonic() + 600)
+        block = output[next(i for i, line in enumerate(output) if "is up" in line) :]
+        assert any("Valkey 8.1" in line for line in block), block
+        assert any("PostgreSQL 18" in line for line in block), block
+        key_line = next(line.strip() for line in block if "make -s key" in line)
+        curl_line = next(line.strip() for line in block if line.strip().startswith("curl "))
+
+        pasted = subprocess.run(
+            ["bash", "-c", f"{key_line} && {curl_line}"],
+            cwd=clone, env=env, text=True, capture_output=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert pasted.returncode == 0, pasted.stderr
+        note = json.loads(pasted.stdout)
+        assert note["title"] == "hello"
+        assert note["version"] == 1
+    finally:
+        os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C at the terminal does
+        rest, _ = run.communicate(timeout=120)
+    assert "stopping 3 processes" in rest, rest[-3000:]
+    assert not re.search(r"did not stop|killing it", rest), rest[-3000:]
+    state = clone / ".local"
+    assert not (state / "valkey" / "server.json").exists(), "make run left Valkey running"
+    assert not (state / "postgres" / "server.json").exists(), "make run left PostgreSQL running"
+
+    smoke = "tests-e2e/test_archive_and_copy.py libs/servicekit/tests/test_testing_fixtures.py"
+    tested = subprocess.run(
+        ["make", "test", f"PYTEST_ARGS={smoke}"],
+        cwd=clone, env=env, text=True, capture_output=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert tested.returncode == 0, tested.stdout[-4000:] + tested.stderr[-2000:]
+    assert re.search(r"servers: Redis .*embedded \(throw-away\), Valkey 8\.1", tested.stdout)
+    assert re.search(r"\d+ passed", tested.stdout)
