@@ -16,6 +16,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -88,8 +89,12 @@ def test_clone_make_run_paste_the_printed_lines_and_make_test(tmp_path: Path) ->
         cwd=clone, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, so "Ctrl-C" reaches make and devstack
     )  # fmt: skip
+    rest: list[str] = []
+    # Keep reading after the ready block: a full pipe would block make run, and the services.
+    drain = threading.Thread(target=lambda: rest.extend(run.stdout or ()), daemon=True)
     try:
         output = _read_until_ready(run, time.monotonic() + 600)
+        drain.start()
         block = output[next(i for i, line in enumerate(output) if "is up" in line) :]
         assert any("Valkey 8.1" in line for line in block), block
         assert any("PostgreSQL 18" in line for line in block), block
@@ -106,9 +111,12 @@ def test_clone_make_run_paste_the_printed_lines_and_make_test(tmp_path: Path) ->
         assert note["version"] == 1
     finally:
         os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C at the terminal does
-        rest, _ = run.communicate(timeout=120)
-    assert "stopping 3 processes" in rest, rest[-3000:]
-    assert not re.search(r"did not stop|killing it", rest), rest[-3000:]
+        run.wait(timeout=120)
+    if drain.is_alive():
+        drain.join(timeout=30)
+    stopped = "".join(rest)
+    assert "stopping 3 processes" in stopped, stopped[-3000:]
+    assert not re.search(r"did not stop|killing it", stopped), stopped[-3000:]
     state = clone / ".local"
     assert not (state / "valkey" / "server.json").exists(), "make run left Valkey running"
     assert not (state / "postgres" / "server.json").exists(), "make run left PostgreSQL running"
