@@ -1,4 +1,4 @@
-"""Composition root of notes-api-worker: engine, Redis, outbox relay, the handlers' routes."""
+"""Composition root of notes-api-worker: engine, Redis, outbox relay and retention, routes."""
 
 import asyncio
 
@@ -10,6 +10,7 @@ from servicekit import (
     create_database_engine,
     create_redis,
     database_check,
+    database_retention,
     redis_check,
     run_worker,
     setup_telemetry,
@@ -30,7 +31,7 @@ async def run(stop: asyncio.Event) -> int:
             settings, stop, routes=router.routes, redis=redis, telemetry=telemetry,
             dependencies={"engine": engine},
             checks={"postgresql": database_check(engine), "redis": redis_check(redis)},
-            background=[relay.run],
+            background=[relay.run, database_retention(engine, relay, schema=SCHEMA)],
         )  # fmt: skip
     finally:
         await engine.dispose()
