@@ -1,9 +1,11 @@
 """Composition root of notes-api-worker: engine, Redis, outbox relay and retention, routes."""
 
 import asyncio
+from datetime import timedelta
 
 from notes_api.settings import SCHEMA, WorkerSettings
 from notes_api.worker.handlers import router
+from notes_api.worker.retention import job_retention
 from servicekit import (
     OutboxRelay,
     StreamKeys,
@@ -31,7 +33,11 @@ async def run(stop: asyncio.Event) -> int:
             settings, stop, routes=router.routes, redis=redis, telemetry=telemetry,
             dependencies={"engine": engine},
             checks={"postgresql": database_check(engine), "redis": redis_check(redis)},
-            background=[relay.run, database_retention(engine, relay, schema=SCHEMA)],
+            background=[
+                relay.run,
+                database_retention(engine, relay, schema=SCHEMA),
+                job_retention(engine, timedelta(days=settings.job_retention_days)),
+            ],
         )  # fmt: skip
     finally:
         await engine.dispose()
