@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,32 +53,36 @@ class Platform:
 
 
 @pytest.fixture
-def platform(
-    database_url: str, redis_url: str, stream_prefix: str, tmp_path: Path
-) -> Iterator[Platform]:
-    port = free_port()
+def migrated(database_url: str, redis_url: str, stream_prefix: str) -> dict[str, str]:
+    """The platform's environment, every schema migrated, no process started yet."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "STREAM_PREFIX": stream_prefix,
-        "PORT": str(port),
+        "PORT": str(free_port()),
         "OPS_PORT": "0",
         "LOG_LEVEL": "INFO",
     }
     for service in ("notes-api", "archiver"):
         subprocess.run([BIN / service, "migrate"], env=env, check=True, capture_output=True)
+    return env
+
+
+@contextmanager
+def running_platform(env: dict[str, str], logs: Path) -> Iterator[Platform]:
+    """Start every process, wait for the API, and stop them all with SIGTERM (each exits 0)."""
     processes: dict[str, subprocess.Popen[bytes]] = {}
     for name, command in {
         "notes-api": [BIN / "notes-api", "serve"],
         "notes-api-worker": [BIN / "notes-api-worker"],
         "archiver": [BIN / "archiver"],
     }.items():
-        log = (tmp_path / f"{name}.log").open("wb")
+        log = (logs / f"{name}.log").open("wb")
         processes[name] = subprocess.Popen(
             command, env={**env, "CONSUMER_NAME": f"e2e-{name}"}, stdout=log, stderr=log
         )
-    base_url = f"http://127.0.0.1:{port}"
+    base_url = f"http://127.0.0.1:{env['PORT']}"
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -87,8 +92,15 @@ def platform(
             pass
         assert time.monotonic() < deadline, "notes-api did not start"
         time.sleep(0.1)
-    yield Platform(base_url, env, processes, tmp_path)
+    yield Platform(base_url, env, processes, logs)
     for process in processes.values():
         process.send_signal(signal.SIGTERM)
     codes = {name: p.wait(timeout=30) for name, p in processes.items()}
     assert codes == dict.fromkeys(processes, 0), codes
+
+
+@pytest.fixture
+def platform(migrated: dict[str, str], tmp_path: Path) -> Iterator[Platform]:
+    """The running platform (a test may prepare data first with `migrated`, then request this)."""
+    with running_platform(migrated, tmp_path) as running:
+        yield running

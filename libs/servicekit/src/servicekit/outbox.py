@@ -318,6 +318,47 @@ class OutboxRelay:
             if published < self._batch_size:
                 await _wait(stop, self._poll_interval)
 
+    async def replay_published(self, since: timedelta) -> int:
+        """Publish again every row published within the last ``since``; return how many.
+
+        For recovery after Redis lost writes it had acknowledged (no AOF, or a failover to a
+        replica that had not received them): PostgreSQL says those events were sent, and this
+        sends them again. It is safe because every consumer dedupes by event id (the inbox, or
+        the Redis variant), so an entry that did survive is applied once. Rows go out in id
+        order (per aggregate as first published), a batch at a time, and keep their
+        ``published_at``; the window is measured on PostgreSQL's clock, which set that column.
+        """
+        table = self._table
+        columns = (
+            table.c.id,
+            table.c.aggregate_id,
+            table.c.stream,
+            table.c.event_id,
+            table.c.payload,
+            table.c.headers,
+        )
+        async with self._engine.connect() as connection:
+            cutoff = (await connection.execute(select(func.now() - since))).scalar_one()
+        replayed, after = 0, 0
+        while True:
+            async with self._engine.connect() as connection:
+                batch = (
+                    await connection.execute(
+                        select(*columns)
+                        .where(table.c.published_at >= cutoff, table.c.id > after)
+                        .order_by(table.c.id)
+                        .limit(self._batch_size)
+                    )
+                ).all()
+            if not batch:
+                break
+            rows = [_Pending(*row) for row in batch]
+            await self._xadd(rows)
+            replayed += len(rows)
+            after = rows[-1].id
+        _log.info("outbox.replayed", schema=self._schema, since=str(since), count=replayed)
+        return replayed
+
     async def purge_published(self, older_than: timedelta = DEFAULT_OUTBOX_RETENTION) -> int:
         """Delete rows published more than ``older_than`` ago; return how many."""
         table = self._table

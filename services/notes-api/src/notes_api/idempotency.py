@@ -8,6 +8,10 @@
    retries.
 3. If the operation fails, the claim is released so a retry runs it again. A claim whose request
    died (process killed) is taken over after ``lock`` by a retry with the same request.
+4. Each claim writes a fresh token, and only the holder of the current token may complete or
+   release the record. A request that was merely slow when a retry took its claim over is still
+   running: its final UPDATE finds another token, so it rolls back and answers 409, and only the
+   retry's effect commits.
 """
 
 import asyncio
@@ -18,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+from uuid import UUID, uuid4
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -48,6 +53,28 @@ class Outcome:
 Operation = Callable[[AsyncSession], Awaitable[Outcome]]
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One request's hold on an Idempotency-Key; ``token`` tells it from a retry's takeover."""
+
+    owner: str
+    route: str
+    key: str
+    token: UUID
+
+    def record(self) -> tuple[Any, ...]:
+        """Conditions matching the key's record, whoever holds it."""
+        return (
+            IdempotencyRecord.owner_id == self.owner,
+            IdempotencyRecord.route == self.route,
+            IdempotencyRecord.key == self.key,
+        )
+
+    def held(self) -> tuple[Any, ...]:
+        """Conditions matching the record only while this claim still holds it."""
+        return (*self.record(), IdempotencyRecord.claim_token == self.token)
+
+
 def fingerprint(method: str, path: str, payload: BaseModel | None) -> str:
     body = payload.model_dump(mode="json", exclude_unset=True) if payload is not None else None
     canonical = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"))
@@ -69,40 +96,45 @@ class IdempotencyStore:
         if key is None:
             async with self.sessions() as session, session.begin():
                 return await operation(session)
-        stored = await self._claim(owner, route, key, request_hash)
+        claim = Claim(owner, route, key, uuid4())
+        stored = await self._claim(claim, request_hash)
         if stored is not None:
             return stored
         try:
             async with self.sessions() as session, session.begin():
                 outcome = await operation(session)
-                await (await session.connection()).execute(
+                completed = await (await session.connection()).execute(
                     update(IdempotencyRecord)
-                    .where(*self._match(owner, route, key))
+                    .where(*claim.held())
                     .values(
                         status_code=outcome.status_code,
                         response_body=outcome.body,
                         response_headers=outcome.headers,
                         locked_at=None,
+                        claim_token=None,
                     )
                 )
+                if completed.rowcount != 1:
+                    raise _superseded()  # inside the transaction: the effect rolls back
             return outcome
         except BaseException:
             # Shielded: a cancelled request must still release its claim for the retry.
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._release(owner, route, key))
+                await asyncio.shield(self._release(claim))
             raise
 
-    async def _claim(self, owner: str, route: str, key: str, request_hash: str) -> Outcome | None:
-        """Claim the key (return None) or return the stored response; raise 409/422."""
+    async def _claim(self, claim: Claim, request_hash: str) -> Outcome | None:
+        """Take ``claim`` (return None) or return the stored response; raise 409/422."""
         table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
         now = func.now()
-        claim = insert(table).values(
-            owner_id=owner,
-            route=route,
-            key=key,
+        claim_row = insert(table).values(
+            owner_id=claim.owner,
+            route=claim.route,
+            key=claim.key,
             fingerprint=request_hash,
             created_at=now,
             locked_at=now,
+            claim_token=claim.token,
             expires_at=now + self.ttl,
         )
         takeover = or_(
@@ -113,12 +145,13 @@ class IdempotencyStore:
                 table.c.fingerprint == request_hash,
             ),
         )
-        statement = claim.on_conflict_do_update(
+        statement = claim_row.on_conflict_do_update(
             index_elements=["owner_id", "route", "key"],
             set_={
-                "fingerprint": claim.excluded.fingerprint,
+                "fingerprint": claim_row.excluded.fingerprint,
                 "created_at": now,
                 "locked_at": now,
+                "claim_token": claim.token,
                 "expires_at": now + self.ttl,
                 "status_code": None,
                 "response_body": None,
@@ -129,9 +162,7 @@ class IdempotencyStore:
         async with self.sessions() as session, session.begin():
             if (await (await session.connection()).execute(statement)).first() is not None:
                 return None
-            record = (
-                await session.exec(select(IdempotencyRecord).where(*self._match(owner, route, key)))
-            ).one()
+            record = (await session.exec(select(IdempotencyRecord).where(*claim.record()))).one()
         if record.fingerprint != request_hash:
             raise Problem(
                 422, "This Idempotency-Key was used with a different request.",
@@ -145,21 +176,25 @@ class IdempotencyStore:
         headers = {**(record.response_headers or {}), REPLAYED_HEADER: "true"}
         return Outcome(record.status_code, record.response_body, headers)
 
-    async def _release(self, owner: str, route: str, key: str) -> None:
+    async def _release(self, claim: Claim) -> None:
+        """Delete the record if this claim still holds it (never a retry's takeover)."""
         async with self.sessions() as session, session.begin():
             await (await session.connection()).execute(
                 delete(IdempotencyRecord).where(
-                    *self._match(owner, route, key), col(IdempotencyRecord.status_code).is_(None)
+                    *claim.held(), col(IdempotencyRecord.status_code).is_(None)
                 )
             )
 
-    @staticmethod
-    def _match(owner: str, route: str, key: str) -> tuple[Any, ...]:
-        return (
-            IdempotencyRecord.owner_id == owner,
-            IdempotencyRecord.route == route,
-            IdempotencyRecord.key == key,
-        )
+
+def _superseded() -> Problem:
+    return Problem(
+        409,
+        "A retry with this Idempotency-Key took this request over while it ran longer than "
+        "IDEMPOTENCY_LOCK_SECONDS; this request's work was rolled back. Retry to get the "
+        "retry's response.",
+        title="Request superseded",
+        headers={"Retry-After": "1"},
+    )
 
 
 async def purge_expired(session: AsyncSession, older_than: Any) -> int:

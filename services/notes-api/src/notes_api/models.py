@@ -73,6 +73,8 @@ class IdempotencyRecord(SQLModel, table=True):
     response_headers: dict[str, str] | None = SQLField(sa_column=Column(JSONB, nullable=True))
     created_at: datetime = _timestamp()
     locked_at: datetime | None = _timestamp(nullable=True)
+    claim_token: UUID | None = None
+    """Written by each claim (first or takeover); the final UPDATE requires it."""
     expires_at: datetime = _timestamp()
 
 

@@ -29,3 +29,5 @@ class WorkerSettings(NotesApiSettings):
     otel_service_name: str = "notes-api-worker"
     ops_port: int = Field(default=9101, ge=0, le=65535)
     relay_poll_seconds: float = Field(default=0.2, gt=0)
+    job_retention_days: float = Field(default=30.0, gt=0)
+    """How long a finished job (and its children and bulk chunks) is kept before it is purged."""

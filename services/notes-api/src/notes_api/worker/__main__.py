@@ -1,15 +1,8 @@
-"""`notes-api-worker`: run the worker until SIGTERM."""
+"""`notes-api-worker`: run the worker until SIGTERM, or an operator command (see `cli`)."""
 
 import sys
 
-from servicekit import run_until_stopped
-
-
-def main() -> int:
-    from notes_api.worker.app import run
-
-    return run_until_stopped(run)
-
+from notes_api.worker.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,15 +1,18 @@
-"""Composition root of notes-api-worker: engine, Redis, outbox relay, the handlers' routes."""
+"""Composition root of notes-api-worker: engine, Redis, outbox relay and retention, routes."""
 
 import asyncio
+from datetime import timedelta
 
 from notes_api.settings import SCHEMA, WorkerSettings
 from notes_api.worker.handlers import router
+from notes_api.worker.retention import job_retention
 from servicekit import (
     OutboxRelay,
     StreamKeys,
     create_database_engine,
     create_redis,
     database_check,
+    database_retention,
     redis_check,
     run_worker,
     setup_telemetry,
@@ -30,7 +33,11 @@ async def run(stop: asyncio.Event) -> int:
             settings, stop, routes=router.routes, redis=redis, telemetry=telemetry,
             dependencies={"engine": engine},
             checks={"postgresql": database_check(engine), "redis": redis_check(redis)},
-            background=[relay.run],
+            background=[
+                relay.run,
+                database_retention(engine, relay, schema=SCHEMA),
+                job_retention(engine, timedelta(days=settings.job_retention_days)),
+            ],
         )  # fmt: skip
     finally:
         await engine.dispose()
