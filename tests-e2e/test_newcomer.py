@@ -105,10 +105,10 @@ def test_clone_make_run_paste_the_printed_lines_and_make_test(tmp_path: Path) ->
             ["bash", "-c", f"{key_line} && {curl_line}"],
             cwd=clone, env=env, text=True, capture_output=True, timeout=300, check=False,
         )  # fmt: skip
-        assert pasted.returncode == 0, pasted.stderr
+        seen = f"{key_line}\n{curl_line}\n{pasted.stdout}\n{pasted.stderr}\n" + "".join(rest)[-4000:]
+        assert pasted.returncode == 0, seen
         note = json.loads(pasted.stdout)
-        assert note["title"] == "hello"
-        assert note["version"] == 1
+        assert (note.get("title"), note.get("version")) == ("hello", 1), seen
     finally:
         os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C at the terminal does
         run.wait(timeout=120)
