@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
-import selectors
 import signal
 import socket
 import subprocess
@@ -57,26 +57,40 @@ def _newcomer_environment(home: Path) -> dict[str, str]:
     return env
 
 
-def _read_until_ready(process: subprocess.Popen[str], deadline: float) -> list[str]:
-    """`make run`'s output up to and including its ready block (the line after `curl`)."""
-    assert process.stdout is not None
-    lines: list[str] = []
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
-    while time.monotonic() < deadline:
-        if not selector.select(timeout=1):
-            if process.poll() is not None:
+class _Output:
+    """Reads a process's output on a thread, so the pipe never fills and waits have deadlines."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        self._arrived: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            self._arrived.put(line)
+        self._arrived.put(None)
+
+    def wait_for(self, start: str, within: float) -> None:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            try:
+                line = self._arrived.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
                 break
-            continue
-        line = process.stdout.readline()
-        if not line:
-            break
-        lines.append(line.rstrip("\n"))
-        if line.startswith("More in docs/api.md"):
-            return lines
-    tail = "\n".join(lines[-60:])
-    msg = f"make run printed no ready block; waited for 'More in docs/api.md', saw:\n{tail}"
-    raise AssertionError(msg)
+            if line.startswith(start):
+                return
+        tail = "\n".join(self.lines[-60:])
+        msg = f"waited {within:.0f} s for a line starting {start!r}; make run printed:\n{tail}"
+        raise AssertionError(msg)
+
+    def join(self) -> str:
+        self._thread.join(timeout=60)
+        return "\n".join(self.lines)
 
 
 def test_clone_make_run_paste_the_printed_lines_and_make_test(tmp_path: Path) -> None:
@@ -89,13 +103,11 @@ def test_clone_make_run_paste_the_printed_lines_and_make_test(tmp_path: Path) ->
         cwd=clone, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,  # its own process group, so "Ctrl-C" reaches make and devstack
     )  # fmt: skip
-    rest: list[str] = []
-    # Keep reading after the ready block: a full pipe would block make run, and the services.
-    drain = threading.Thread(target=lambda: rest.extend(run.stdout or ()), daemon=True)
+    output = _Output(run)
     try:
-        output = _read_until_ready(run, time.monotonic() + 600)
-        drain.start()
-        block = output[next(i for i, line in enumerate(output) if "is up" in line) :]
+        output.wait_for("More in docs/api.md", within=600)
+        lines = list(output.lines)
+        block = lines[next(i for i, line in enumerate(lines) if "is up" in line) :]
         assert any("Valkey 8.1" in line for line in block), block
         assert any("PostgreSQL 18" in line for line in block), block
         key_line = next(line.strip() for line in block if "make -s key" in line)
@@ -105,16 +117,16 @@ def test_clone_make_run_paste_the_printed_lines_and_make_test(tmp_path: Path) ->
             ["bash", "-c", f"{key_line} && {curl_line}"],
             cwd=clone, env=env, text=True, capture_output=True, timeout=300, check=False,
         )  # fmt: skip
-        seen = f"{key_line}\n{curl_line}\n{pasted.stdout}\n{pasted.stderr}\n" + "".join(rest)[-4000:]
+        seen = f"{key_line}\n{curl_line}\n{pasted.stdout}\n{pasted.stderr}\n" + "\n".join(
+            output.lines[-60:]
+        )
         assert pasted.returncode == 0, seen
         note = json.loads(pasted.stdout)
         assert (note.get("title"), note.get("version")) == ("hello", 1), seen
     finally:
         os.killpg(run.pid, signal.SIGINT)  # what Ctrl-C at the terminal does
         run.wait(timeout=120)
-    if drain.is_alive():
-        drain.join(timeout=30)
-    stopped = "".join(rest)
+    stopped = output.join()
     assert "stopping 3 processes" in stopped, stopped[-3000:]
     assert not re.search(r"did not stop|killing it", stopped), stopped[-3000:]
     state = clone / ".local"
