@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from devstack.embedded import EmbeddedPostgres, EmbeddedValkey
+from devstack.migrations import MigrationRecord
 from devstack.resolution import ServerStack
 from devstack.supervisor import Supervisor
 from devstack.workspace import find_root, services
@@ -44,9 +45,13 @@ def run(root: Path) -> int:
             replace(s, processes=tuple(p.shifted(offset) for p in s.processes))
             for s in services(root)
         ]
+        record = MigrationRecord(
+            root / ".local" / "migrations.json",
+            [s.migrations for s in declared if s.migrations],
+        )
         supervisor = Supervisor(
             declared, resolved, bin_dir=_BIN, out=sys.stdout,
-            interactive=interactive, base_env=os.environ,
+            interactive=interactive, base_env=os.environ, migrations=record,
         )  # fmt: skip
         return asyncio.run(supervisor.run(started))
 

@@ -30,7 +30,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_RESOLVED] = resolved
 
 
-def pytest_report_header(config: pytest.Config) -> str | None:
-    """Say once which servers this run uses (passwords hidden)."""
-    resolved = config.stash.get(_RESOLVED, None)
-    return f"servers: {resolved.describe()}" if resolved else None
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Say once which servers this run uses (passwords hidden), even under ``-q``."""
+    resolved = session.config.stash.get(_RESOLVED, None)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if resolved and reporter is not None:
+        reporter.write_line(f"servers: {resolved.describe()}")

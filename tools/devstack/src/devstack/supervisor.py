@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from devstack.migrations import MigrationRecord
 from devstack.resolution import Resolved
 from devstack.workspace import Process, Service
 
@@ -53,6 +54,7 @@ class Supervisor:
         out: TextIO,
         interactive: bool,
         base_env: Mapping[str, str],
+        migrations: MigrationRecord | None = None,
     ) -> None:
         self.services = services
         self.resolved = resolved
@@ -60,6 +62,7 @@ class Supervisor:
         self.out = out
         self.interactive = interactive
         self.env = self._environment(base_env)
+        self.migrations = migrations
         self.running: list[_Running] = []
         self._stopping = asyncio.Event()
 
@@ -91,6 +94,10 @@ class Supervisor:
 
     async def _migrate(self) -> bool:
         """Run every service's migrate command at once (each has its own schema and lock)."""
+        database = self.resolved.postgres.url
+        if self.migrations and await self.migrations.is_current(database):
+            self._say("migrations unchanged since the last run, and the schemas at their versions")
+            return True
         commands = [s.migrate for s in self.services if s.migrate]
         children = [
             await asyncio.create_subprocess_exec(
@@ -109,6 +116,8 @@ class Supervisor:
                 ok = False
                 self._say(f"{' '.join(command)} failed (exit {child.returncode}):")
                 self.out.write(output.decode(errors="replace"))
+        if ok and self.migrations:
+            await self.migrations.remember(database)
         return ok
 
     async def _start_all(self) -> None:

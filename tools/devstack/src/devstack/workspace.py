@@ -43,6 +43,7 @@ class Service:
     package: str
     migrate: tuple[str, ...] | None
     processes: tuple[Process, ...]
+    migrations: Path | None = None  # the alembic directory, if the service has one
 
 
 def find_root(start: Path | None = None) -> Path:
@@ -64,6 +65,7 @@ def services(root: Path) -> list[Service]:
         if not table:
             continue
         migrate = table.get("migrate")
+        alembic = sorted(pyproject.parent.glob("src/*/migrations"))
         found.append(
             Service(
                 package=data["project"]["name"],
@@ -77,6 +79,7 @@ def services(root: Path) -> list[Service]:
                     )
                     for entry in table.get("processes", [])
                 ),
+                migrations=alembic[0] if alembic else None,
             )
         )
     return found
