@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -176,12 +177,14 @@ class Supervisor:
         port = next((p.port for s in self.services for p in s.processes if p.port), None)
         api = f"http://127.0.0.1:{port}" if port else None
         ops = ", ".join(f"{r.process.name} :{r.process.ops_port}" for r in self.running)
+        grafana = "  Grafana     http://127.0.0.1:3000" if _port_open(3000) else None
         lines = [
             f"notes-platform is up ({elapsed:.1f} s).",
             f"  API         {api}  (OpenAPI at {api}/docs)" if api else None,
             f"  ops ports   {ops}  (/metrics /healthz /readyz)",
             f"  Redis       {self.resolved.redis.describe()}",
             f"  PostgreSQL  {self.resolved.postgres.describe()}",
+            grafana,  # the compose stack's, when it is up
             "Try it from another terminal, in this directory:",
             "  export NOTES_API_KEY=$(make -s key owner=you)",
             f"  curl -s {api}/v1/notes {_CURL_NOTE}" if api else None,
@@ -225,6 +228,12 @@ class Supervisor:
         elif not plain:
             text = f"make run: {text}"
         print(text, file=self.out, flush=True)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 async def _answers_ready(port: int) -> bool:
