@@ -64,6 +64,9 @@ def execute(root: Path, command: Sequence[str]) -> int:
     with ServerStack.for_workspace(root) as stack:
         resolved = stack.resolve()
         _say(resolved.describe())
+        if stack.started_any():
+            _say("nothing was running, so these servers were started for this command alone and "
+                 "stop after it; `make run` keeps them up (and migrates)")  # fmt: skip
         env = {**os.environ, **resolved.environment()}
         program = _BIN / command[0]
         argv = [str(program) if program.exists() else command[0], *command[1:]]
