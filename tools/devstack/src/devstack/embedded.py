@@ -23,6 +23,7 @@ import stat
 import subprocess
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -63,6 +64,14 @@ class _State:
     def write(self, path: Path) -> None:
         path.write_text(json.dumps({"url": self.url, "pid": self.pid}))
 
+    @classmethod
+    def answering(cls, path: Path, version_of: Callable[[str], str | None]) -> str | None:
+        """The recorded URL if its process lives and the server answers there; else None."""
+        state = cls.read(path)
+        if state and psutil.pid_exists(state.pid) and version_of(state.url):
+            return state.url
+        return None
+
 
 def _wait_until_gone(pid: int, deadline: float) -> bool:
     try:
@@ -86,10 +95,7 @@ class EmbeddedValkey:
 
     def running(self) -> str | None:
         """Return the URL of this directory's server if it is alive and answers, else None."""
-        state = _State.read(self._state_file)
-        if state and psutil.pid_exists(state.pid) and redis_version(state.url):
-            return state.url
-        return None
+        return _State.answering(self._state_file, redis_version)
 
     def start(self) -> str:
         """Start the server on a free port and return its ``redis://`` URL once it answers."""
@@ -152,10 +158,7 @@ class EmbeddedPostgres:
 
     def running(self) -> str | None:
         """Return the URL of this directory's cluster if it is alive and answers, else None."""
-        state = _State.read(self._state_file)
-        if state and psutil.pid_exists(state.pid) and postgres_version(state.url):
-            return state.url
-        return None
+        return _State.answering(self._state_file, postgres_version)
 
     def start(self) -> str:
         """Initialise the cluster once, start it on a free port, return its URL."""
