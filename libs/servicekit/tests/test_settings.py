@@ -51,3 +51,22 @@ def test_urls_are_redacted_and_converted() -> None:
 def test_missing_database_url_says_what_to_set() -> None:
     with pytest.raises(RuntimeError, match="DATABASE_URL"):
         ServiceSettings(database_url=None).require_database_url()
+
+
+def test_outbox_durability_defaults_to_auto_and_reads_its_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert ServiceSettings().outbox_durability_policy().setting == "auto"
+    monkeypatch.setenv("OUTBOX_DURABILITY", "replicas")
+    monkeypatch.setenv("OUTBOX_DURABILITY_REPLICAS", "2")
+    monkeypatch.setenv("OUTBOX_DURABILITY_TIMEOUT_MS", "500")
+    policy = ServiceSettings().outbox_durability_policy()
+    assert (policy.setting, policy.replicas, policy.timeout_ms) == ("replicas", 2, 500)
+
+
+def test_an_unknown_outbox_durability_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OUTBOX_DURABILITY", "always")
+    with pytest.raises(ValidationError, match="outbox_durability"):
+        ServiceSettings()

@@ -5,6 +5,9 @@ table in the same transaction as the change (:func:`add_to_outbox`), and :class:
 copies committed rows to Redis Streams. A crash between commit and publish loses nothing: the
 rows stay unpublished until a relay sends them. Delivery is at least once (a relay that dies after
 XADD and before its commit sends the rows again), which consumers absorb with the inbox.
+
+A row is marked published only once its write is as durable as ``OUTBOX_DURABILITY`` asks
+(:mod:`servicekit.durability`: WAITAOF / WAIT in the XADDs' pipeline, where the server offers them).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from opentelemetry.trace import (
     TracerProvider,
     set_span_in_context,
 )
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy import (
     BigInteger,
@@ -47,6 +51,7 @@ from sqlalchemy.schema import CreateSchema
 
 from contracts.envelope import Event
 from servicekit.broker import event_headers
+from servicekit.durability import DurabilityGuard, DurabilityPlan, DurabilityPolicy
 from servicekit.inbox import tables_for_schema
 from servicekit.keys import StreamKeys
 from servicekit.logs import get_logger
@@ -170,6 +175,11 @@ class OutboxRelay:
     ``max_backoff`` caps the pause after failures; ``publish_timeout`` bounds one pipeline, so a
     hung Redis does not keep the batch locked. With ``tracer_provider``, each entry is published
     in a PRODUCER span that continues the trace captured when the row was written.
+
+    ``durability`` says what each batch waits for before its rows are marked published (default
+    ``auto``: whatever the server offers); the durability in force is logged when first detected
+    and exported on ``registry`` (``outbox_durability_in_force``,
+    ``outbox_durability_shortfalls_total``).
     """
 
     def __init__(
@@ -184,7 +194,13 @@ class OutboxRelay:
         tracer_provider: TracerProvider | None = None,
         max_backoff: float = 30.0,
         publish_timeout: float = 10.0,
+        durability: DurabilityPolicy | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
+        durability = durability or DurabilityPolicy()
+        if durability.timeout_ms / 1000 >= publish_timeout:
+            msg = "the durability wait must end before publish_timeout gives up on the pipeline"
+            raise ValueError(msg)
         self._engine = engine
         self._redis = redis
         self._schema = schema
@@ -195,14 +211,19 @@ class OutboxRelay:
         self._publish_timeout = publish_timeout
         self._table = _outbox(schema)
         self._tracer = tracer_provider.get_tracer("servicekit.outbox") if tracer_provider else None
+        self._durability = DurabilityGuard(durability, schema=schema, registry=registry)
 
     async def publish_pending(self) -> int:
         """Publish one batch of unpublished rows; return how many were published.
 
-        Raises when Redis or PostgreSQL fails; the transaction then rolls back and the rows stay
-        unpublished for the next round.
+        Raises when Redis or PostgreSQL fails, or the batch is not as durable as configured
+        (:class:`~servicekit.durability.DurabilityShortfallError`,
+        :class:`~servicekit.durability.DurabilityUnavailableError`); the transaction then rolls back
+        and the rows stay unpublished for the next round.
         """
         table = self._table
+        # Before any row is locked: detection costs round trips only the first time.
+        plan = await self._durability.plan(self._redis)
         async with self._engine.begin() as connection:
             batch = (
                 await connection.execute(
@@ -224,7 +245,7 @@ class OutboxRelay:
             rows = await self._in_aggregate_order(connection, pending)
             if not rows:
                 return 0
-            await self._xadd(rows)
+            await self._xadd(rows, plan)
             await connection.execute(
                 update(table)
                 .where(table.c.id.in_([row.id for row in rows]))
@@ -257,7 +278,7 @@ class OutboxRelay:
             if row.aggregate_id not in blocked_from or row.id < blocked_from[row.aggregate_id]
         ]
 
-    async def _xadd(self, rows: Sequence[_Pending]) -> None:
+    async def _xadd(self, rows: Sequence[_Pending], plan: DurabilityPlan) -> None:
         spans: list[Span] = []
         pipeline = self._redis.pipeline(transaction=False)
         for row in rows:
@@ -282,10 +303,14 @@ class OutboxRelay:
                 propagate.inject(headers, context=set_span_in_context(span))
             body = json.dumps(row.payload, separators=(",", ":")).encode()
             pipeline.xadd(key, {DATA_FIELD: encode_envelope(body, headers)})
+        waits = plan.add_waits(pipeline)
         try:
             async with asyncio.timeout(self._publish_timeout):
-                await pipeline.execute()
+                replies = await pipeline.execute()
+            self._durability.check(plan, replies[len(replies) - waits :], len(rows))
         except BaseException as exc:
+            # The server may have restarted or been reconfigured: see what it offers next round.
+            self._durability.forget()
             for span in spans:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -337,6 +362,7 @@ class OutboxRelay:
             table.c.payload,
             table.c.headers,
         )
+        plan = await self._durability.plan(self._redis)
         async with self._engine.connect() as connection:
             cutoff = (await connection.execute(select(func.now() - since))).scalar_one()
         replayed, after = 0, 0
@@ -353,7 +379,7 @@ class OutboxRelay:
             if not batch:
                 break
             rows = [_Pending(*row) for row in batch]
-            await self._xadd(rows)
+            await self._xadd(rows, plan)
             replayed += len(rows)
             after = rows[-1].id
         _log.info("outbox.replayed", schema=self._schema, since=str(since), count=replayed)

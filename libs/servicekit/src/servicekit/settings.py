@@ -14,6 +14,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from servicekit.durability import DurabilityPolicy, DurabilitySetting
+
 LogFormat = Literal["json", "console"]
 OtlpProtocol = Literal["http/protobuf", "grpc"]
 
@@ -68,6 +70,11 @@ class ServiceSettings(BaseSettings):
     otel_traces_sampler: str = "parentbased_always_on"
     otel_traces_sampler_arg: float | None = None
     shutdown_grace_seconds: float = Field(default=20.0, gt=0)
+    outbox_durability: DurabilitySetting = Field(
+        default="auto", description="what the outbox relay waits for before marking rows published"
+    )
+    outbox_durability_replicas: int = Field(default=1, ge=1)
+    outbox_durability_timeout_ms: int = Field(default=2000, ge=1, le=9000)
 
     @field_validator("log_level")
     @classmethod
@@ -85,6 +92,14 @@ class ServiceSettings(BaseSettings):
             msg = "REDIS_URL must start with redis://, rediss:// or unix://"
             raise ValueError(msg)
         return value
+
+    def outbox_durability_policy(self) -> DurabilityPolicy:
+        """Return the relay's durability policy (``OUTBOX_DURABILITY`` and its two companions)."""
+        return DurabilityPolicy(
+            setting=self.outbox_durability,
+            replicas=self.outbox_durability_replicas,
+            timeout_ms=self.outbox_durability_timeout_ms,
+        )
 
     def secrets(self) -> list[str]:
         """Return the secret values these settings hold, so logging can scrub them."""

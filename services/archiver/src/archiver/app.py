@@ -30,6 +30,8 @@ async def run(settings: ArchiverSettings, stop: asyncio.Event) -> int:
         schema=settings.database_schema,
         keys=StreamKeys(settings.stream_prefix),
         tracer_provider=telemetry.tracer_provider,
+        durability=settings.outbox_durability_policy(),
+        registry=telemetry.registry,
     )
     try:
         return await run_worker(

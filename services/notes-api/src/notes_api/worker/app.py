@@ -27,6 +27,7 @@ async def run(stop: asyncio.Event) -> int:
     relay = OutboxRelay(
         engine, redis, schema=SCHEMA, keys=StreamKeys(settings.stream_prefix),
         poll_interval=settings.relay_poll_seconds, tracer_provider=telemetry.tracer_provider,
+        durability=settings.outbox_durability_policy(), registry=telemetry.registry,
     )  # fmt: skip
     try:
         return await run_worker(

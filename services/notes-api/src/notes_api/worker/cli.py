@@ -36,7 +36,10 @@ async def replay_outbox(settings: WorkerSettings, since: timedelta) -> int:
     setup_telemetry(settings).shutdown()  # logging configured, so the relay's lines are JSON too
     engine = create_database_engine(settings)
     redis = create_redis(settings)
-    relay = OutboxRelay(engine, redis, schema=SCHEMA, keys=StreamKeys(settings.stream_prefix))
+    relay = OutboxRelay(
+        engine, redis, schema=SCHEMA, keys=StreamKeys(settings.stream_prefix),
+        durability=settings.outbox_durability_policy(),
+    )  # fmt: skip
     try:
         replayed = await relay.replay_published(since)
     finally:
