@@ -11,6 +11,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import get_args
 from uuid import uuid4
 
 import pytest
@@ -23,6 +24,7 @@ from structlog.testing import capture_logs
 from devstack.embedded import EmbeddedValkey, free_port
 from servicekit.durability import (
     DurabilityPolicy,
+    DurabilitySetting,
     DurabilityShortfallError,
     DurabilityUnavailableError,
     ServerPersistence,
@@ -365,3 +367,19 @@ async def test_rows_stay_unpublished_when_the_replica_does_not_acknowledge_in_ti
     entries = await read_stream(primary, StreamKeys(stream_prefix))
     published = [body["event_id"] for body, _ in entries]
     assert set(published) == {str(event.event_id) for event in events}
+
+
+def test_the_docs_name_every_durability_setting_and_signal() -> None:
+    docs = Path(__file__).parents[3] / "docs"
+    for page in ("idempotency.md", "async-jobs.md"):
+        text = (docs / page).read_text()
+        for name in (
+            "OUTBOX_DURABILITY",
+            "OUTBOX_DURABILITY_REPLICAS",
+            "OUTBOX_DURABILITY_TIMEOUT_MS",
+            "outbox.durability_in_force",
+            "outbox_durability_in_force",
+            "outbox_durability_shortfalls_total",
+            *(f"`{setting}`" for setting in get_args(DurabilitySetting)),
+        ):
+            assert name in text, f"{page} does not mention {name}"
