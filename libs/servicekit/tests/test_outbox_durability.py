@@ -7,20 +7,24 @@ Valkey 8.1 with AOF on (WAITAOF). The shared Redis is only read and written unde
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import get_args
-from uuid import uuid4
+from typing import Any, get_args
+from uuid import UUID, uuid4
 
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from structlog.testing import capture_logs
 
+from contracts.notes import NoteArchived
+from contracts.streams import NOTES_ARCHIVED
 from devstack.embedded import EmbeddedValkey, free_port
 from servicekit.durability import (
     DurabilityPolicy,
@@ -33,11 +37,44 @@ from servicekit.durability import (
 )
 from servicekit.keys import StreamKeys
 from servicekit.metrics import new_registry
-from servicekit.outbox import OutboxRelay, ensure_outbox_tables
+from servicekit.outbox import OutboxRelay, add_to_outbox, ensure_outbox_tables
 from servicekit.settings import asyncpg_url
 from servicekit.testing import eventually
+from servicekit.wire import DATA_FIELD, decode_envelope
 
-from .test_outbox import SCHEMA, archived, read_stream, unpublished, write
+SCHEMA = "notes"
+
+
+def archived(note_id: UUID) -> NoteArchived:
+    return NoteArchived(
+        producer="archiver", owner_id="alice", note_id=note_id, version=1, job_id=uuid4()
+    )
+
+
+async def write(engine: AsyncEngine, events: list[NoteArchived]) -> None:
+    async with engine.begin() as connection:
+        for event in events:
+            await add_to_outbox(
+                connection, SCHEMA, event, stream=NOTES_ARCHIVED, aggregate_id=str(event.note_id)
+            )
+
+
+async def unpublished(engine: AsyncEngine) -> int:
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            text(f"SELECT count(*) FROM {SCHEMA}.outbox WHERE published_at IS NULL")
+        )
+        return int(result.scalar_one())
+
+
+async def read_stream(redis: Redis, keys: StreamKeys) -> list[tuple[dict[str, Any], object]]:
+    entries = await redis.xrange(keys.stream(NOTES_ARCHIVED))
+    decoded = []
+    for _, fields in entries:
+        body, headers = decode_envelope(fields[DATA_FIELD.encode()])
+        decoded.append((json.loads(body), headers))
+    return decoded
+
 
 # What each server shape is offered, and what "auto" makes of it.
 REDIS_7_0 = ServerPersistence(server="redis 7.0.15", waitaof=False, aof=False, replicas=0)
@@ -383,3 +420,23 @@ def test_the_docs_name_every_durability_setting_and_signal() -> None:
             *(f"`{setting}`" for setting in get_args(DurabilitySetting)),
         ):
             assert name in text, f"{page} does not mention {name}"
+
+
+async def test_a_wait_longer_than_the_publish_timeout_is_cut_to_fit_inside_it(
+    engine: AsyncEngine, primary_and_replica: tuple[Redis, RedisServer], stream_prefix: str
+) -> None:
+    primary, replica = primary_and_replica
+    relay = OutboxRelay(
+        engine, primary, schema=SCHEMA, keys=StreamKeys(stream_prefix), publish_timeout=0.6,
+        durability=DurabilityPolicy("replicas", timeout_ms=60_000),
+    )  # fmt: skip
+    await write(engine, [archived(uuid4())])
+
+    replica.pause()
+    try:
+        # WAIT returns its count (0) after 0.3 s, rather than the pipeline being abandoned.
+        with pytest.raises(DurabilityShortfallError, match="within 300 ms"):
+            await relay.publish_pending()
+    finally:
+        replica.resume()
+    assert await unpublished(engine) == 1

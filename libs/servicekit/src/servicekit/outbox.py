@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -51,7 +52,7 @@ from sqlalchemy.schema import CreateSchema
 
 from contracts.envelope import Event
 from servicekit.broker import event_headers
-from servicekit.durability import DurabilityGuard, DurabilityPlan, DurabilityPolicy
+from servicekit.durability import DurabilityGuard, DurabilityPolicy
 from servicekit.inbox import tables_for_schema
 from servicekit.keys import StreamKeys
 from servicekit.logs import get_logger
@@ -177,8 +178,9 @@ class OutboxRelay:
     in a PRODUCER span that continues the trace captured when the row was written.
 
     ``durability`` says what each batch waits for before its rows are marked published (default
-    ``auto``: whatever the server offers); the durability in force is logged when first detected
-    and exported on ``registry`` (``outbox_durability_in_force``,
+    ``auto``: whatever the server offers); each wait is bounded by its ``timeout_ms`` and by half
+    of ``publish_timeout``. The durability in force is logged when first detected (at the start of
+    :meth:`run`) and exported on ``registry`` (``outbox_durability_in_force``,
     ``outbox_durability_shortfalls_total``).
     """
 
@@ -198,9 +200,9 @@ class OutboxRelay:
         registry: CollectorRegistry | None = None,
     ) -> None:
         durability = durability or DurabilityPolicy()
-        if durability.timeout_ms / 1000 >= publish_timeout:
-            msg = "the durability wait must end before publish_timeout gives up on the pipeline"
-            raise ValueError(msg)
+        # The wait must end, with its count, before publish_timeout abandons the whole pipeline.
+        bound = max(1, int(publish_timeout * 1000 / 2))
+        durability = replace(durability, timeout_ms=min(durability.timeout_ms, bound))
         self._engine = engine
         self._redis = redis
         self._schema = schema
@@ -222,8 +224,6 @@ class OutboxRelay:
         and the rows stay unpublished for the next round.
         """
         table = self._table
-        # Before any row is locked: detection costs round trips only the first time.
-        plan = await self._durability.plan(self._redis)
         async with self._engine.begin() as connection:
             batch = (
                 await connection.execute(
@@ -245,7 +245,7 @@ class OutboxRelay:
             rows = await self._in_aggregate_order(connection, pending)
             if not rows:
                 return 0
-            await self._xadd(rows, plan)
+            await self._xadd(rows)
             await connection.execute(
                 update(table)
                 .where(table.c.id.in_([row.id for row in rows]))
@@ -278,7 +278,7 @@ class OutboxRelay:
             if row.aggregate_id not in blocked_from or row.id < blocked_from[row.aggregate_id]
         ]
 
-    async def _xadd(self, rows: Sequence[_Pending], plan: DurabilityPlan) -> None:
+    async def _xadd(self, rows: Sequence[_Pending]) -> None:
         spans: list[Span] = []
         pipeline = self._redis.pipeline(transaction=False)
         for row in rows:
@@ -303,9 +303,11 @@ class OutboxRelay:
                 propagate.inject(headers, context=set_span_in_context(span))
             body = json.dumps(row.payload, separators=(",", ":")).encode()
             pipeline.xadd(key, {DATA_FIELD: encode_envelope(body, headers)})
-        waits = plan.add_waits(pipeline)
         try:
             async with asyncio.timeout(self._publish_timeout):
+                # Detected once (again after a failure); inside the try so the spans record it.
+                plan = await self._durability.plan(self._redis)
+                waits = plan.add_waits(pipeline)
                 replies = await pipeline.execute()
             self._durability.check(plan, replies[len(replies) - waits :], len(rows))
         except BaseException as exc:
@@ -321,6 +323,10 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set; log failures and back off, never give up on rows."""
+        try:
+            await self._durability.plan(self._redis)  # say at start what "published" will mean
+        except Exception as exc:  # asked again with the first batch; the loop reports failures
+            _log.warning("outbox.durability_unknown", schema=self._schema, error=repr(exc))
         failures = 0
         while not stop.is_set():
             try:
@@ -362,7 +368,6 @@ class OutboxRelay:
             table.c.payload,
             table.c.headers,
         )
-        plan = await self._durability.plan(self._redis)
         async with self._engine.connect() as connection:
             cutoff = (await connection.execute(select(func.now() - since))).scalar_one()
         replayed, after = 0, 0
@@ -379,7 +384,7 @@ class OutboxRelay:
             if not batch:
                 break
             rows = [_Pending(*row) for row in batch]
-            await self._xadd(rows, plan)
+            await self._xadd(rows)
             replayed += len(rows)
             after = rows[-1].id
         _log.info("outbox.replayed", schema=self._schema, since=str(since), count=replayed)
