@@ -85,7 +85,9 @@ def _say(server: str, setting: str, wait: str, times: list[float]) -> None:
 @asynccontextmanager
 async def _redis_with_replica() -> AsyncIterator[Redis]:
     primary_port, replica_port = free_port(), free_port()
-    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    # Its own directory: a replica's full sync writes an RDB file.
+    directory = tempfile.mkdtemp(prefix="bench-redis-")
+    common = ["--bind", "127.0.0.1", "--dir", directory, "--save", "", "--appendonly", "no"]
     primary = await asyncio.create_subprocess_exec(
         "redis-server", "--port", str(primary_port), *common, "--repl-diskless-sync-delay", "0",
         stdout=asyncio.subprocess.DEVNULL,

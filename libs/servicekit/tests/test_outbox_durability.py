@@ -136,15 +136,16 @@ def test_a_plan_without_aof_says_what_a_redis_restart_loses() -> None:
 class RedisServer:
     """A private ``redis-server`` (Debian's 7.0) on a free port; stopped, paused at will."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, directory: Path, *args: str) -> None:
         self.port = free_port()
+        self.directory = directory  # a replica's full sync writes an RDB file there
         self.args = args
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", *self.args,
+            "--dir", str(self.directory), "--save", "", "--appendonly", "no", *self.args,
             stdout=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         probe = self.client()
@@ -187,8 +188,8 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def redis_7_0() -> AsyncIterator[Redis]:
-    server = RedisServer()
+async def redis_7_0(tmp_path: Path) -> AsyncIterator[Redis]:
+    server = RedisServer(tmp_path)
     await server.start()
     client = server.client()
     yield client
@@ -197,10 +198,12 @@ async def redis_7_0() -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
-async def primary_and_replica() -> AsyncIterator[tuple[Redis, RedisServer]]:
-    primary = RedisServer("--repl-diskless-sync-delay", "0")
+async def primary_and_replica(tmp_path: Path) -> AsyncIterator[tuple[Redis, RedisServer]]:
+    (tmp_path / "primary").mkdir()
+    (tmp_path / "replica").mkdir()
+    primary = RedisServer(tmp_path / "primary", "--repl-diskless-sync-delay", "0")
     await primary.start()
-    replica = RedisServer("--replicaof", "127.0.0.1", str(primary.port))
+    replica = RedisServer(tmp_path / "replica", "--replicaof", "127.0.0.1", str(primary.port))
     await replica.start()
     client = primary.client()
 
