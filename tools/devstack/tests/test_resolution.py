@@ -63,6 +63,7 @@ def test_local_servers_that_answer_are_used(
 ) -> None:
     monkeypatch.delenv("REDIS_URL")
     monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.delenv("DEVSTACK_SERVERS", raising=False)
     monkeypatch.setenv("DEVSTACK_LOCAL_REDIS_URL", redis_url)
     monkeypatch.setenv("DEVSTACK_LOCAL_DATABASE_URL", postgres_admin_url)
     with ServerStack(tmp_path, throwaway=False) as stack:
