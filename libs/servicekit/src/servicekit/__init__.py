@@ -4,10 +4,12 @@ Settings, structured logging, tracing, metrics, the ops endpoint, the FastStream
 :mod:`servicekit.jobs`) the reliable job runtime. It knows no service.
 """
 
-from servicekit.broker import create_broker, event_headers, publish_event
+from typing import TYPE_CHECKING, Any
+
 from servicekit.connections import create_database_engine, create_redis, redis_ssl_context
 from servicekit.dedupe import RedisDedupe
 from servicekit.errors import ErrorKind, PermanentError, SkipJob, TransientError, classify
+from servicekit.headers import event_headers
 from servicekit.keys import StreamKeys
 from servicekit.lifecycle import event_loop_factory, run_until_stopped
 from servicekit.logs import configure_logging, get_logger
@@ -18,7 +20,24 @@ from servicekit.runner import database_check, redis_check, run_worker
 from servicekit.settings import ServiceSettings, asyncpg_url, redact_url
 from servicekit.telemetry import Telemetry, setup_telemetry
 from servicekit.transactional import HandlerTransaction, handler_transaction
-from servicekit.wire import JSONMessageFormat, decode_envelope, encode_envelope
+from servicekit.wire import decode_envelope, encode_envelope
+
+if TYPE_CHECKING:
+    from servicekit.broker import JSONMessageFormat, create_broker, publish_event
+
+# FastStream costs a process start about half a second of CPU, and no service's start-up path uses
+# it: these names load servicekit.broker on first use (PEP 562).
+_FROM_BROKER = {"JSONMessageFormat", "create_broker", "publish_event"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_BROKER:
+        from servicekit import broker
+
+        return getattr(broker, name)
+    msg = f"module 'servicekit' has no attribute {name!r}"
+    raise AttributeError(msg)
+
 
 __all__ = [
     "ErrorKind",

@@ -1,4 +1,7 @@
-"""The FastStream Redis broker every service uses, and typed event publishing.
+"""The FastStream Redis broker (wiring tests, AsyncAPI), its JSON message format, typed publishing.
+
+Imported only where FastStream is used: the services' start-up path (the job runtime, the outbox)
+does not load FastStream.
 
 Middleware order (outermost first): Recovery → Tracing → Metrics → Logging; see
 :mod:`servicekit.middlewares` for why.
@@ -7,21 +10,63 @@ Middleware order (outermost first): Recovery → Tracing → Metrics → Logging
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from faststream.redis import RedisBroker
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
+from faststream.redis.parser import MessageFormat
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from faststream.security import BaseSecurity
 
 from contracts import Event
 from servicekit.connections import redis_ssl_context
+from servicekit.headers import event_headers
 from servicekit.keys import StreamKeys
 from servicekit.middlewares import LoggingMiddleware, RecoveryMiddleware
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry import Telemetry
-from servicekit.wire import JSONMessageFormat
+from servicekit.wire import decode_envelope, encode_envelope
 
-__all__ = ["create_broker", "event_headers", "publish_event"]
+if TYPE_CHECKING:
+    from fast_depends.library.serializer import SerializerProto
+    from faststream._internal.basic_types import SendableMessage
+    from faststream._internal.parser import CodecProto
+
+__all__ = ["JSONMessageFormat", "create_broker", "event_headers", "publish_event"]
+
+
+class JSONMessageFormat(MessageFormat):
+    """FastStream message format that writes :func:`encode_envelope` frames."""
+
+    __slots__ = ()
+
+    @classmethod
+    async def encode(
+        cls,
+        *,
+        message: Sequence[SendableMessage] | SendableMessage,
+        reply_to: str | None,
+        headers: dict[str, Any] | None,
+        correlation_id: str,
+        serializer: SerializerProto | None = None,
+        codec: CodecProto | None = None,
+    ) -> bytes:
+        """Encode a message the way FastStream's producer asks for."""
+        built = await cls.build(
+            message=message,
+            reply_to=reply_to,
+            headers=headers,
+            correlation_id=correlation_id,
+            serializer=serializer,
+            codec=codec,
+        )
+        return encode_envelope(built.data, {k: str(v) for k, v in built.headers.items()})
+
+    @classmethod
+    def parse(cls, data: bytes) -> tuple[bytes, dict[str, Any]]:
+        """Decode an entry's ``__data__`` field."""
+        return decode_envelope(data)
 
 
 def create_broker(settings: ServiceSettings, telemetry: Telemetry) -> RedisBroker:
@@ -40,11 +85,6 @@ def create_broker(settings: ServiceSettings, telemetry: Telemetry) -> RedisBroke
         logger=logging.getLogger("faststream"),
         graceful_timeout=settings.shutdown_grace_seconds,
     )
-
-
-def event_headers(event: Event) -> dict[str, str]:
-    """Headers that let a reader route and dedupe an entry without parsing its body."""
-    return {"event_type": event.type, "event_id": str(event.event_id)}
 
 
 async def publish_event(

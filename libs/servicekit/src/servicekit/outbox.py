@@ -51,8 +51,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateSchema
 
 from contracts.envelope import Event
-from servicekit.broker import event_headers
 from servicekit.durability import DurabilityGuard, DurabilityPolicy
+from servicekit.headers import event_headers
 from servicekit.inbox import tables_for_schema
 from servicekit.keys import StreamKeys
 from servicekit.logs import get_logger

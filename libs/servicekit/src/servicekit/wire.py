@@ -5,24 +5,17 @@ Each stream entry has one field, ``__data__`` (the field FastStream reads), hold
     {"headers": {"content-type": "application/json", "traceparent": "00-…", …}, "body": {…}}
 
 so ``redis-cli XRANGE`` shows readable headers and body, and a non-Python consumer needs only a
-JSON parser. FastStream's default is an opaque binary framing; this replaces it.
+JSON parser. FastStream's default is an opaque binary framing; ``servicekit.broker``'s
+``JSONMessageFormat`` replaces it with this one.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from faststream.redis.parser import BinaryMessageFormatV1, MessageFormat
-
-if TYPE_CHECKING:
-    from fast_depends.library.serializer import SerializerProto
-    from faststream._internal.basic_types import SendableMessage
-    from faststream._internal.parser import CodecProto
-
-__all__ = ["DATA_FIELD", "JSONMessageFormat", "decode_envelope", "encode_envelope"]
+__all__ = ["DATA_FIELD", "decode_envelope", "encode_envelope"]
 
 DATA_FIELD = "__data__"
 _JSON = "application/json"
@@ -50,8 +43,10 @@ def decode_envelope(data: bytes) -> tuple[bytes, dict[str, Any]]:
     Entries written by FastStream's binary format are read with its parser; any other payload is
     handed over as a body without headers, so the consumer can dead-letter it with a clear reason.
     """
-    if data.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
-        return BinaryMessageFormatV1.parse(data)
+    if not data.startswith(b"{"):
+        binary = _faststream_binary(data)
+        if binary is not None:
+            return binary
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -69,34 +64,12 @@ def decode_envelope(data: bytes) -> tuple[bytes, dict[str, Any]]:
     return json.dumps(body, separators=(",", ":")).encode(), headers
 
 
-class JSONMessageFormat(MessageFormat):
-    """FastStream message format that writes :func:`encode_envelope` frames."""
+def _faststream_binary(data: bytes) -> tuple[bytes, dict[str, Any]] | None:
+    # Imported here, not at the top: our own frames start with "{", and FastStream costs every
+    # process start about half a second of CPU for a format that only foreign producers write.
+    from faststream.redis.parser import BinaryMessageFormatV1
 
-    __slots__ = ()
-
-    @classmethod
-    async def encode(
-        cls,
-        *,
-        message: Sequence[SendableMessage] | SendableMessage,
-        reply_to: str | None,
-        headers: dict[str, Any] | None,
-        correlation_id: str,
-        serializer: SerializerProto | None = None,
-        codec: CodecProto | None = None,
-    ) -> bytes:
-        """Encode a message the way FastStream's producer asks for."""
-        built = await cls.build(
-            message=message,
-            reply_to=reply_to,
-            headers=headers,
-            correlation_id=correlation_id,
-            serializer=serializer,
-            codec=codec,
-        )
-        return encode_envelope(built.data, {k: str(v) for k, v in built.headers.items()})
-
-    @classmethod
-    def parse(cls, data: bytes) -> tuple[bytes, dict[str, Any]]:
-        """Decode an entry's ``__data__`` field."""
-        return decode_envelope(data)
+    if data.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):
+        parsed: tuple[bytes, dict[str, Any]] = BinaryMessageFormatV1.parse(data)
+        return parsed
+    return None
