@@ -1,9 +1,8 @@
 # notes-platform developer loop. Quick start: `make run`, `make test` (see README.md).
+# Nothing to export: Redis and PostgreSQL are found (REDIS_URL / DATABASE_URL, else the local
+# servers, else embedded ones from PyPI wheels) by tools/devstack.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-
-# notes-platform developer loop. Nothing to export: Redis and PostgreSQL are found (REDIS_URL /
-# DATABASE_URL, else the local servers, else embedded ones from PyPI wheels) by tools/devstack.
 
 # uv comes from PATH, or is bootstrapped with pip on first use.
 UV := $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
@@ -24,10 +23,15 @@ bootstrap: ## install uv with pip if it is missing
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
 		|| python3 -m pip install --quiet "uv>=0.9,<0.14"
 
-sync: bootstrap ## install every workspace member and the dev tools from uv.lock
-	@$(UV) sync --locked --all-packages --quiet
+sync: $(VENV)/.synced ## install every workspace member and the dev tools from uv.lock
 	@# The members are editable installs, which uv does not compile; compileall skips fresh files.
 	@$(VENV)/bin/python -m compileall -q libs services tools >/dev/null
+
+# uv runs only when the lock or a pyproject changed since the last sync: on a synced checkout its
+# check of every compiled file would cost each `make run` most of a second.
+$(VENV)/.synced: uv.lock pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml tools/*/pyproject.toml) | bootstrap
+	@$(UV) sync --locked --all-packages --quiet
+	@touch $@
 
 run: sync ## migrate and start every service, ready to try (Ctrl-C stops)
 	@$(VENV)/bin/devstack run
