@@ -128,6 +128,7 @@ class RouteConsumer:
 
     async def run(self, stop: asyncio.Event, grace: float) -> None:
         """Consume until ``stop`` is set, then drain within ``grace`` seconds."""
+        await self.pending.snapshot_own()
         await self.pending.enqueue_own()
         workers = [
             asyncio.create_task(self._work(), name=f"{self.route.name}-worker-{i}")

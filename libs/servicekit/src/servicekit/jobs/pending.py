@@ -20,7 +20,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from servicekit.jobs.delivery import AttemptHistory, Delivery
-from servicekit.jobs.scripts import CLAIM_DUE, RECLAIM_IDLE, SET_IDLE
+from servicekit.jobs.scripts import CLAIM_DUE, CLAIM_OWN, RECLAIM_IDLE, SET_IDLE
 from servicekit.keys import StreamKeys
 
 __all__ = ["PendingEntries", "first_of", "is_group_loss"]
@@ -62,6 +62,7 @@ class PendingEntries:
         room: Callable[[], int],
         paused: Callable[[], set[str]],
     ) -> None:
+        self.redis = redis
         self.keys = keys
         self.group = group
         self.consumer = consumer
@@ -71,7 +72,12 @@ class PendingEntries:
         self._put = put
         self._room = room
         self._paused = paused
-        self._own_pending_left = True
+        # The entries a previous incarnation of this consumer (same name) left pending, in id
+        # order, taken once at start: walking this snapshot, rather than asking Redis again, never
+        # re-queues an entry this incarnation already ran and whose ack is still buffered.
+        self._own: dict[str, dict[bytes, None]] = {}
+        self._own_pending_left = False
+        self._claim_own = redis.register_script(CLAIM_OWN)
         self._claim_due = redis.register_script(CLAIM_DUE)
         self._reclaim = redis.register_script(RECLAIM_IDLE)
         self._set_idle = redis.register_script(SET_IDLE)
@@ -85,24 +91,53 @@ class PendingEntries:
         """The stream and the companion keys its Lua scripts touch (one hash slot)."""
         return [key, self.keys.companion(name, "retry"), self.keys.companion(name, "attempts")]
 
+    async def snapshot_own(self, page: int = 1000) -> None:
+        """Record the ids still pending on this consumer's name (a previous incarnation's)."""
+        for key, _, _ in self.streams:
+            ids: dict[bytes, None] = {}
+            start = "-"
+            while True:
+                rows = await self.redis.xpending_range(
+                    key, self.group, start, "+", page, self.consumer
+                )
+                ids.update((row["message_id"], None) for row in rows)
+                if len(rows) < page:
+                    break
+                start = "(" + rows[-1]["message_id"].decode()
+            if ids:
+                self._own[key] = ids
+        self._own_pending_left = bool(self._own)
+
     async def enqueue_own(self) -> None:
-        """A restarted consumer first drains the entries it still owns, as room allows."""
-        left = False
+        """Queue the next entries of the start-up snapshot, as room allows.
+
+        Each snapshot id is offered once; ids this consumer holds already, or took meanwhile by
+        another claim, are skipped, and only entries the claim script accepted are counted.
+        """
         for key, name, _ in self.streams:
+            own = self._own.get(key)
             room = self._room()
-            if room <= 0:
-                left = True
-                break
-            replies = await self._reclaim(
-                keys=self.script_keys(key, name),
-                args=[self.group, self.consumer, 0, room * 4, room, "1"],
-            )
-            claimed = self._enqueue_claimed(key, name, replies)
-            left = left or claimed >= room
-        self._own_pending_left = left
+            if not own or room <= 0:
+                continue
+            batch: list[bytes] = []
+            while own and len(batch) < room:
+                entry_id = next(iter(own))
+                del own[entry_id]
+                if (key, entry_id) not in self._held:
+                    batch.append(entry_id)
+            if batch:
+                replies = await self._claim_own(
+                    keys=self.script_keys(key, name), args=[self.group, self.consumer, *batch]
+                )
+                self._enqueue_claimed(key, name, replies)
+        self._own = {key: ids for key, ids in self._own.items() if ids}
+        self._own_pending_left = bool(self._own)
 
     def _enqueue_claimed(self, key: str, name: str, replies: Any) -> int:
+        own = self._own.get(key)
         for entry_id, flat_fields, history, deliveries in replies or ():
+            if own:
+                own.pop(entry_id, None)  # taken by another claim: the snapshot walk skips it
             fields = dict(zip(flat_fields[::2], flat_fields[1::2], strict=True))
             self._put(
                 Delivery(
@@ -150,7 +185,7 @@ class PendingEntries:
         # Scan more than we claim: entries parked in the retry set must not hide a dead
         # consumer's entries behind them.
         reclaimed = await self._claim_from_each_stream(
-            self._reclaim, lambda room: [min_idle, room * 4 + 16, room, "0"]
+            self._reclaim, lambda room: [min_idle, room * 4 + 16, room]
         )
         if reclaimed:
             _log.info("jobs.reclaimed", group=self.group, count=reclaimed)

@@ -28,20 +28,13 @@ end
 return out
 """
 
-# KEYS: stream, retry zset, attempts hash.
-# ARGV: group, consumer, min_idle_ms, scan_count, max_claims, only_mine.
+# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, min_idle_ms, scan_count, max_claims.
 # Claims entries idle longer than the visibility timeout (their consumer died or hangs), except
 # those waiting for a retry. It scans more pending entries than it claims, so entries parked in
 # the retry set cannot hide a dead consumer's. XCLAIM's min-idle check makes racing reclaimers safe.
 RECLAIM_IDLE = """
-local pending
-if ARGV[6] == '1' then
-  pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+',
-                       tonumber(ARGV[4]), ARGV[2])
-else
-  pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+',
-                       tonumber(ARGV[4]))
-end
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', tonumber(ARGV[3]), '-', '+',
+                           tonumber(ARGV[4]))
 local out = {}
 local budget = tonumber(ARGV[5])
 for _, p in ipairs(pending) do
@@ -52,6 +45,26 @@ for _, p in ipairs(pending) do
     if claimed[1] then
       table.insert(out, {id, claimed[1][2], redis.call('HGET', KEYS[3], id), p[4] + 1})
       budget = budget - 1
+    end
+  end
+end
+return out
+"""
+
+# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, ids...
+# A restarted consumer takes back the entries its previous incarnation held (same consumer name),
+# each id once: only ids still pending on this consumer and not waiting for a retry. The XCLAIM
+# resets the idle time and counts the redelivery once (the delivery cap must see a consumer that
+# keeps crashing on an entry, whatever its name).
+CLAIM_OWN = """
+local out = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if p[1] and p[1][2] == ARGV[2] and not redis.call('ZSCORE', KEYS[2], id) then
+    local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
+    if claimed[1] then
+      table.insert(out, {id, claimed[1][2], redis.call('HGET', KEYS[3], id), p[1][4] + 1})
     end
   end
 end
