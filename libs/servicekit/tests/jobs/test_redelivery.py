@@ -5,10 +5,17 @@ import collections
 
 from redis.asyncio import Redis
 
-from servicekit.jobs import JobRouter, list_dead_letters, publish
+from contracts import JOBS_LIFECYCLE, JobDeadLettered, Priority, job_stream
+from servicekit import PermanentError
+from servicekit.jobs import JobOptions, JobRouter, enqueue, list_dead_letters, publish
+from servicekit.jobs.delivery import Delivery
+from servicekit.jobs.failures import FailureRouter
+from servicekit.jobs.lifecycle import LifecycleEmitter
+from servicekit.jobs.outbound import Outbound
 from servicekit.testing import eventually
+from servicekit.wire import DATA_FIELD, decode_envelope
 
-from .conftest import Harness, Pinged, fast
+from .conftest import Harness, Pinged, archive_request, fast
 
 STREAM = "test.pinged.v1"
 
@@ -40,3 +47,35 @@ async def test_restarted_consumer_with_the_same_name_runs_each_pending_entry_onc
         await eventually(lambda: _no_pending(harness.redis, key), within=30)
     assert [n for n, count in runs.items() if count != 1] == []
     assert await list_dead_letters(harness.redis, harness.keys, STREAM) == []
+
+
+async def test_dead_lettered_job_has_its_final_status_on_the_stream_when_it_is_acked(
+    harness: Harness,
+) -> None:
+    """Nothing flushes the outbound buffer here: the process 'dies' as dead_letter returns."""
+    redis, keys = harness.redis, harness.keys
+    request = archive_request()
+    await enqueue(redis, keys, request)
+    stream = job_stream(request.JOB_TYPE, Priority.DEFAULT)
+    key = keys.stream(stream)
+    await redis.xgroup_create(key, "g", id="0")
+    [[_, [(entry_id, fields)]]] = await redis.xreadgroup("g", "c1", {key: ">"}, count=1)
+    outbound = Outbound(redis)
+    failures = FailureRouter(
+        redis,
+        keys,
+        group="g",
+        consumer="c1",
+        options=JobOptions(),
+        outbound=outbound,
+        lifecycle=LifecycleEmitter(outbound, keys, producer="test"),
+        carries_jobs=True,
+        count=lambda stream, status: None,
+    )
+    await failures.dead_letter(
+        Delivery(key, stream, entry_id, fields), PermanentError("owner mismatch"), request
+    )
+    assert await _no_pending(redis, key)  # acknowledged ...
+    announced = await redis.xrange(keys.stream(JOBS_LIFECYCLE))
+    types = [decode_envelope(f[DATA_FIELD.encode()])[1].get("event_type") for _, f in announced]
+    assert types == [JobDeadLettered.type_name()]  # ... so its final status went out first

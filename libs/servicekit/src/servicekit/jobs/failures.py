@@ -111,28 +111,34 @@ class FailureRouter:
         span_context = trace.get_current_span().get_span_context()
         trace_id = format(span_context.trace_id, "032x") if span_context.is_valid else ""
         span_id = format(span_context.span_id, "016x") if span_context.is_valid else ""
-        dead_letter_id = await self.outbound.dead_letter(
+        dead_letters_key = self.keys.dead_letters(delivery.stream)
+
+        def announce(dead_letter_id: str) -> tuple[str, dict[str, bytes]] | None:
+            if not isinstance(event, JobRequest):
+                return None
+            return self.lifecycle.dead_lettered_entry(
+                event,
+                delivery,
+                self.group,
+                exc,
+                history.failures,
+                dead_letters_key,
+                dead_letter_id,
+            )
+
+        await self.outbound.dead_letter(
             delivery,
             group=self.group,
             consumer=self.consumer,
             history=history,
             trace_id=trace_id,
             span_id=span_id,
-            dead_letters_key=self.keys.dead_letters(delivery.stream),
+            dead_letters_key=dead_letters_key,
             retry_key=self.keys.companion(delivery.stream, "retry"),
             attempts_key=self.keys.companion(delivery.stream, "attempts"),
+            announce=announce,
         )
         self._count(delivery.stream, "dead")
-        if event is not None and isinstance(event, JobRequest):
-            self.lifecycle.dead_lettered(
-                event,
-                delivery,
-                self.group,
-                exc,
-                history.failures,
-                self.keys.dead_letters(delivery.stream),
-                dead_letter_id,
-            )
         _log.error(
             "job.dead_lettered",
             stream=delivery.stream,

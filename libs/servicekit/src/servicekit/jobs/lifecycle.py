@@ -83,7 +83,7 @@ class LifecycleEmitter:
             )
         )
 
-    def dead_lettered(
+    def dead_lettered_entry(
         self,
         request: Event,
         delivery: Delivery,
@@ -92,9 +92,13 @@ class LifecycleEmitter:
         attempts: int,
         dead_letter_stream: str,
         dead_letter_id: str,
-    ) -> None:
-        """The entry went to its dead-letter stream."""
-        self._emit(
+    ) -> tuple[str, dict[str, bytes]]:
+        """The entry went to its dead-letter stream: the lifecycle entry, not buffered.
+
+        The caller writes it in the pipeline that acknowledges the entry, ahead of the XACK, so a
+        job is never acknowledged without its final status on the lifecycle stream.
+        """
+        return self.stream_key, encode_event(
             JobDeadLettered.model_validate(
                 {
                     **self._common(request, delivery, group),

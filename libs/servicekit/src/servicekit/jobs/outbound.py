@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -31,6 +32,7 @@ class Outbound:
         self.flush_interval = flush_interval
         self._acks: dict[tuple[str, str], list[bytes]] = {}
         self._clear: dict[str, list[bytes]] = {}
+        self._unschedule: dict[str, list[bytes]] = {}
         self._entries: list[tuple[str, dict[str, bytes]]] = []
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -66,7 +68,8 @@ class Outbound:
             return
         async with self._lock:
             acks, clear, entries = self._acks, self._clear, self._entries
-            self._acks, self._clear, self._entries = {}, {}, []
+            unschedule = self._unschedule
+            self._acks, self._clear, self._entries, self._unschedule = {}, {}, [], {}
             if not (acks or entries):
                 return
             try:
@@ -78,6 +81,8 @@ class Outbound:
                         pipe.xack(key, group, *ids)
                     for key, ids in clear.items():
                         pipe.hdel(key, *ids)
+                    for key, ids in unschedule.items():
+                        pipe.zrem(key, *ids)
                     await pipe.execute()
             except BaseException:
                 # Put them back: unacknowledged entries would otherwise wait for a reclaim.
@@ -85,6 +90,8 @@ class Outbound:
                     self._acks.setdefault(pair, []).extend(ids)
                 for key, ids in clear.items():
                     self._clear.setdefault(key, []).extend(ids)
+                for key, ids in unschedule.items():
+                    self._unschedule.setdefault(key, []).extend(ids)
                 self._entries[:0] = entries
                 raise
 
@@ -121,12 +128,16 @@ class Outbound:
         dead_letters_key: str,
         retry_key: str,
         attempts_key: str,
+        announce: Callable[[str], tuple[str, dict[str, bytes]] | None] = lambda _: None,
     ) -> str:
         """Write the entry to its dead-letter stream, then acknowledge it; return the DLQ id.
 
         Two steps, the acknowledgement only after Redis accepted the dead letter (a refused XADD,
         e.g. out of memory, must not be followed by an XACK). If the process dies between them the
         entry is redelivered and dead-lettered again: a duplicate dead letter, never a loss.
+        The second step is one pipeline: the lifecycle entry ``announce`` builds from the dead
+        letter's id first, then the XACK and cleanup, as on the success path, so a job is never
+        acknowledged without its final status.
         """
         last = history.errors[-1] if history.errors else {}
         fields: dict[str, str | bytes] = {
@@ -146,10 +157,13 @@ class Outbound:
             "trace_id": trace_id,
             "span_id": span_id,
         }
-        dead_letter_id = await self.redis.xadd(dead_letters_key, fields)  # type: ignore[arg-type]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(delivery.stream_key, group, delivery.entry_id)
-            pipe.zrem(retry_key, delivery.entry_id)
-            pipe.hdel(attempts_key, delivery.entry_id)
-            await pipe.execute()
-        return dead_letter_id.decode() if isinstance(dead_letter_id, bytes) else str(dead_letter_id)
+        added = await self.redis.xadd(dead_letters_key, fields)  # type: ignore[arg-type]
+        dead_letter_id = added.decode() if isinstance(added, bytes) else str(added)
+        lifecycle_entry = announce(dead_letter_id)
+        if lifecycle_entry is not None:
+            self._entries.append(lifecycle_entry)
+        self._acks.setdefault((delivery.stream_key, group), []).append(delivery.entry_id)
+        self._clear.setdefault(attempts_key, []).append(delivery.entry_id)
+        self._unschedule.setdefault(retry_key, []).append(delivery.entry_id)
+        await self.flush()  # with what is buffered: the attempt's "started" precedes "dead"
+        return dead_letter_id

@@ -97,7 +97,7 @@ class PendingEntries:
             ids: dict[bytes, None] = {}
             start = "-"
             while True:
-                rows = await self.redis.xpending_range(
+                rows: Any = await self.redis.xpending_range(
                     key, self.group, start, "+", page, self.consumer
                 )
                 ids.update((row["message_id"], None) for row in rows)

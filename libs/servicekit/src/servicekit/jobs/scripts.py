@@ -28,7 +28,8 @@ end
 return out
 """
 
-# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, min_idle_ms, scan_count, max_claims.
+# KEYS: stream, retry zset, attempts hash.
+# ARGV: group, consumer, min_idle_ms, scan_count, max_claims.
 # Claims entries idle longer than the visibility timeout (their consumer died or hangs), except
 # those waiting for a retry. It scans more pending entries than it claims, so entries parked in
 # the retry set cannot hide a dead consumer's. XCLAIM's min-idle check makes racing reclaimers safe.
