@@ -79,3 +79,47 @@ async def test_dead_lettered_job_has_its_final_status_on_the_stream_when_it_is_a
     announced = await redis.xrange(keys.stream(JOBS_LIFECYCLE))
     types = [decode_envelope(f[DATA_FIELD.encode()])[1].get("event_type") for _, f in announced]
     assert types == [JobDeadLettered.type_name()]  # ... so its final status went out first
+
+
+async def test_sigterm_releases_unstarted_entries_at_once_and_acks_each_handler_as_it_finishes(
+    harness: Harness,
+) -> None:
+    router = JobRouter(group="g")
+    gates = {0: asyncio.Event(), 1: asyncio.Event()}
+    started: set[int] = set()
+
+    @router.event(Pinged, stream=STREAM, **fast(concurrency=2, read_count=4, visibility_timeout=30))
+    async def wait_for_gate(event: Pinged) -> None:
+        started.add(event.n)
+        await gates[event.n].wait()
+
+    redis, key = harness.redis, harness.keys.stream(STREAM)
+    ids = [
+        (await publish(redis, harness.keys, STREAM, Pinged(producer="t", n=n))).encode()
+        for n in range(6)
+    ]
+    worker = harness.worker(router, consumer="leaving", grace=10)
+    await worker.ensure_groups()
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    await eventually(lambda: started == {0, 1})
+    await eventually(lambda: _pending_ids(redis, key, ids[:4]))
+    stop.set()
+
+    async def released(entry_ids: list[bytes]) -> bool:
+        rows = await redis.xpending_range(key, "g", "-", "+", 10)
+        idle = {row["message_id"]: row["time_since_delivered"] for row in rows}
+        return all(idle.get(i, 0) >= 30_000 for i in entry_ids)
+
+    await eventually(lambda: released(ids[2:4]), within=3)  # while both handlers still run
+    gates[0].set()
+    await eventually(lambda: _pending_ids(redis, key, [ids[1], *ids[2:4]]), within=3)
+    assert not task.done()  # entry 0 was acknowledged while entry 1 still runs
+    gates[1].set()
+    assert await asyncio.wait_for(task, 10) == 0
+    assert await _pending_ids(redis, key, ids[2:4])
+
+
+async def _pending_ids(redis: Redis, key: str, expected: list[bytes]) -> bool:
+    rows = await redis.xpending_range(key, "g", "-", "+", 100)
+    return [row["message_id"] for row in rows] == expected

@@ -390,7 +390,14 @@ class RouteConsumer:
     # ---- shutdown -------------------------------------------------------------------------------
 
     async def _drain(self, workers: list[asyncio.Task[None]], grace: float) -> None:
-        """Release queued entries, let running handlers finish within ``grace``, flush acks."""
+        """Release queued entries at once, let running handlers finish within ``grace``.
+
+        Unstarted entries are released before waiting, so another consumer takes them over at its
+        next reclaim instead of after this drain. Acks of handlers that finish meanwhile are flushed
+        as they come (the worker keeps its flusher running until every route has drained).
+        """
+        # A claim finishing after the release would take the released entries back.
+        await self.pending.stop_claiming()
         unstarted: list[Delivery] = []
         while not self._queue.empty():
             item = self._queue.get_nowait()
@@ -399,6 +406,7 @@ class RouteConsumer:
                 self._held.pop((item.stream_key, item.entry_id), None)
         for _ in workers:
             self._queue.put_nowait(None)
+        await self.pending.release(unstarted)
         _, still_running = await asyncio.wait(workers, timeout=grace)
         abandoned = [d for d in self._held.values() if d.started_at]
         for task in still_running:
@@ -408,6 +416,6 @@ class RouteConsumer:
             await asyncio.wait(still_running, timeout=5)
         with contextlib.suppress(Exception):
             await self.outbound.flush()
-        await self.pending.release([*unstarted, *abandoned])
+        await self.pending.release(abandoned)
         if abandoned:
             _log.warning("jobs.shutdown_abandoned", route=self.route.name, count=len(abandoned))

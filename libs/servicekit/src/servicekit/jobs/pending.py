@@ -77,6 +77,9 @@ class PendingEntries:
         # re-queues an entry this incarnation already ran and whose ack is still buffered.
         self._own: dict[str, dict[bytes, None]] = {}
         self._own_pending_left = False
+        # Held while claiming: the drain takes it to know no claim is under way once it stops.
+        self._claiming = asyncio.Lock()
+        self._claims_stopped = False
         self._claim_own = redis.register_script(CLAIM_OWN)
         self._claim_due = redis.register_script(CLAIM_DUE)
         self._reclaim = redis.register_script(RECLAIM_IDLE)
@@ -157,13 +160,14 @@ class PendingEntries:
         while not drained.is_set():
             try:
                 await self._extend_leases()
-                if not stop.is_set():
-                    if self._own_pending_left:
-                        await self.enqueue_own()
-                    await self._claim_due_retries()
-                    if time.monotonic() - last_reclaim >= reclaim_every:
-                        last_reclaim = time.monotonic()
-                        await self._reclaim_idle()
+                async with self._claiming:
+                    if not stop.is_set() and not self._claims_stopped:
+                        if self._own_pending_left:
+                            await self.enqueue_own()
+                        await self._claim_due_retries()
+                        if time.monotonic() - last_reclaim >= reclaim_every:
+                            last_reclaim = time.monotonic()
+                            await self._reclaim_idle()
                 failures = 0
             except ResponseError as exc:
                 if is_group_loss(exc):
@@ -175,6 +179,11 @@ class PendingEntries:
                 _log.warning("jobs.housekeeping_failed", error=repr(exc))
             pause = 0.1 if not failures else min(5.0, 0.1 * 2**failures)
             await first_of(drained.wait(), asyncio.sleep(pause))
+
+    async def stop_claiming(self) -> None:
+        """Return once no claim is under way and none will start (the drain is beginning)."""
+        async with self._claiming:
+            self._claims_stopped = True
 
     async def _claim_due_retries(self) -> None:
         now_ms = int(time.time() * 1000)

@@ -128,7 +128,10 @@ class Worker:
         await self.ensure_groups()
         await self._refresh_pauses()  # a group paused before start takes nothing
         halt = asyncio.Event()
-        flusher = asyncio.create_task(self.outbound.run(halt), name="jobs-outbound")
+        # Acks keep flowing until every route has drained: a handler that finishes during the
+        # shutdown grace is acknowledged at once, not after the last one (or never, if killed).
+        drained = asyncio.Event()
+        flusher = asyncio.create_task(self.outbound.run(drained), name="jobs-outbound")
         flusher.add_done_callback(self._fail_if_crashed)
         upkeep = asyncio.create_task(self._maintain(halt), name="jobs-maintenance")
         consumers = [
@@ -159,6 +162,7 @@ class Worker:
             if halt.is_set() and pending <= {upkeep}:
                 upkeep.cancel()
         halt.set()
+        drained.set()
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await flusher
         _log.info("jobs.stopped", exit_code=exit_code)
