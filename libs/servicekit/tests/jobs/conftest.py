@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 from uuid import uuid4
@@ -51,6 +52,7 @@ class Harness:
         required_groups: dict[str, set[str]] | None = None,
         readiness: Readiness | None = None,
         grace: float = 5.0,
+        clock: Callable[[], float] = time.time,
     ) -> Worker:
         return Worker(
             router.routes,
@@ -64,6 +66,7 @@ class Harness:
             readiness=readiness,
             maintenance_interval=0.2,
             grace=grace,
+            clock=clock,
         )
 
     @contextlib.asynccontextmanager

@@ -2,11 +2,12 @@
 
 import asyncio
 import collections
+import time
 
 from redis.asyncio import Redis
 
 from contracts import JOBS_LIFECYCLE, JobDeadLettered, Priority, job_stream
-from servicekit import PermanentError
+from servicekit import PermanentError, TransientError
 from servicekit.jobs import JobOptions, JobRouter, enqueue, list_dead_letters, publish
 from servicekit.jobs.delivery import Delivery
 from servicekit.jobs.failures import FailureRouter
@@ -123,3 +124,27 @@ async def test_sigterm_releases_unstarted_entries_at_once_and_acks_each_handler_
 async def _pending_ids(redis: Redis, key: str, expected: list[bytes]) -> bool:
     rows = await redis.xpending_range(key, "g", "-", "+", 100)
     return [row["message_id"] for row in rows] == expected
+
+
+async def test_retry_waits_its_backoff_whatever_the_clock_of_the_host_that_failed(
+    harness: Harness,
+) -> None:
+    """A host 30 s behind schedules the retry; a host with the right clock must not run it early."""
+    attempts: list[float] = []
+
+    async def fail_first_attempt(event: Pinged) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise TransientError("first attempt fails")
+
+    options = fast(backoff_base=1.0, visibility_timeout=30)
+    behind, right = JobRouter(group="g"), JobRouter(group="g")
+    behind.event(Pinged, stream=STREAM, **options)(fail_first_attempt)
+    right.event(Pinged, stream=STREAM, **options)(fail_first_attempt)
+    await publish(harness.redis, harness.keys, STREAM, Pinged(producer="t", n=1))
+    slow_clock = harness.worker(behind, consumer="behind", clock=lambda: time.time() - 30)
+    async with harness.running(slow_clock):
+        await eventually(lambda: len(attempts) == 1)
+    async with harness.running(harness.worker(right, consumer="right")):
+        await eventually(lambda: len(attempts) == 2)
+    assert attempts[1] - attempts[0] >= 0.9  # backoff_base 1 s, no jitter

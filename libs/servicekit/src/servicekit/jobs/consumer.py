@@ -67,6 +67,7 @@ class RouteConsumer:
         metrics: JobMetrics,
         outbound: Outbound,
         lifecycle: LifecycleEmitter,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.route = route
         self.handler = handler
@@ -121,6 +122,7 @@ class RouteConsumer:
             lifecycle=lifecycle,
             carries_jobs=self._carries_jobs,
             count=self._count,
+            clock=clock,
         )
         self._max_outstanding = self.options.concurrency + self.options.read_count
 

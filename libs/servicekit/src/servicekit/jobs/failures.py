@@ -38,6 +38,7 @@ class FailureRouter:
         lifecycle: LifecycleEmitter,
         carries_jobs: bool,
         count: Callable[[str, str], None],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -48,6 +49,7 @@ class FailureRouter:
         self.lifecycle = lifecycle
         self._carries_jobs = carries_jobs
         self._count = count
+        self._clock = clock  # this host's clock: only for what is reported, never for due times
         self._schedule_retry = redis.register_script(SCHEDULE_RETRY)
 
     def _companions(self, delivery: Delivery) -> list[str]:
@@ -65,11 +67,18 @@ class FailureRouter:
             await self.dead_letter(delivery, exc, event)
             return
         history = delivery.history or AttemptHistory()
-        due = time.time() + backoff_delay(self.options, history.failures + 1)
+        delay = backoff_delay(self.options, history.failures + 1)
+        due = self._clock() + delay  # as reported; Redis decides when it is due (the clock rule)
         history.record(exc, due)
         scheduled = await self._schedule_retry(
             keys=self._companions(delivery),
-            args=[self.group, self.consumer, delivery.entry_id, int(due * 1000), history.to_json()],
+            args=[
+                self.group,
+                self.consumer,
+                delivery.entry_id,
+                int(delay * 1000),
+                history.to_json(),
+            ],
         )
         if not scheduled:
             _log.warning(
@@ -84,7 +93,7 @@ class FailureRouter:
             stream=delivery.stream,
             entry_id=delivery.entry_id.decode(),
             attempt=history.failures,
-            next_attempt_in=round(due - time.time(), 3),
+            next_attempt_in=round(delay, 3),
             error_class=type(exc).__name__,
             error=str(exc),
         )

@@ -186,8 +186,7 @@ class PendingEntries:
             self._claims_stopped = True
 
     async def _claim_due_retries(self) -> None:
-        now_ms = int(time.time() * 1000)
-        await self._claim_from_each_stream(self._claim_due, lambda room: [now_ms, room])
+        await self._claim_from_each_stream(self._claim_due, lambda room: [room])
 
     async def _reclaim_idle(self) -> None:
         min_idle = int(self._visibility * 1000)

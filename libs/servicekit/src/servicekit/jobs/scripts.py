@@ -7,10 +7,19 @@ entry is returned as ``{id, fields, attempts-json or false, deliveries}``.
 
 from __future__ import annotations
 
-# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, now_ms, count.
+# The clock rule: due times are Redis server time. Scripts read it with TIME and callers pass
+# relative delays, so hosts whose clocks disagree still retry on schedule.
+_SERVER_MS = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, count.
 # Claims retries that are due. ZREM decides the winner when replicas race for the same entry.
-CLAIM_DUE = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, tonumber(ARGV[4]))
+CLAIM_DUE = (
+    _SERVER_MS
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
 for _, id in ipairs(due) do
   if redis.call('ZREM', KEYS[2], id) == 1 then
@@ -27,6 +36,7 @@ for _, id in ipairs(due) do
 end
 return out
 """
+)
 
 # KEYS: stream, retry zset, attempts hash.
 # ARGV: group, consumer, min_idle_ms, scan_count, max_claims.
@@ -72,18 +82,22 @@ end
 return out
 """
 
-# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, id, due_ms, history_json.
-# Parks a failed entry for its next attempt, only if this consumer still owns it (a consumer that
-# was stopped past the visibility timeout must not reschedule an entry another one took over).
-SCHEDULE_RETRY = """
+# KEYS: stream, retry zset, attempts hash. ARGV: group, consumer, id, delay_ms, history_json.
+# Parks a failed entry for its next attempt, due delay_ms from now by the server's clock, only if
+# this consumer still owns it (a consumer that was stopped past the visibility timeout must not
+# reschedule an entry another one took over).
+SCHEDULE_RETRY = (
+    _SERVER_MS
+    + """
 local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if not p[1] or p[1][2] ~= ARGV[2] then
   return 0
 end
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
-redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
+redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[4]), ARGV[3])
 return 1
 """
+)
 
 # KEYS: stream. ARGV: group, consumer.
 # Deletes a consumer only if it owns nothing: DELCONSUMER drops the consumer's pending entries.

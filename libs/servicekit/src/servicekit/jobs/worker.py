@@ -62,6 +62,7 @@ class Worker:
         retention: RetentionPolicy | None = None,
         maintenance_interval: float = 5.0,
         grace: float = 20.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -84,6 +85,7 @@ class Worker:
                 metrics=self.metrics,
                 outbound=self.outbound,
                 lifecycle=lifecycle,
+                clock=clock,
             )
             for route in self.routes
         ]
