@@ -53,10 +53,11 @@ class Harness:
         readiness: Readiness | None = None,
         grace: float = 5.0,
         clock: Callable[[], float] = time.time,
+        redis: Redis | None = None,
     ) -> Worker:
         return Worker(
             router.routes,
-            redis=self.redis,
+            redis=redis or self.redis,
             keys=self.keys,
             consumer=consumer,
             telemetry=self.telemetry,

@@ -3,12 +3,29 @@
 import asyncio
 import collections
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from redis.asyncio import Redis
 
-from contracts import JOBS_LIFECYCLE, JobDeadLettered, Priority, job_stream
+from contracts import (
+    JOBS_LIFECYCLE,
+    ArchiveRequested,
+    JobDeadLettered,
+    JobType,
+    Priority,
+    job_stream,
+    job_streams,
+)
 from servicekit import PermanentError, TransientError
-from servicekit.jobs import JobOptions, JobRouter, enqueue, list_dead_letters, publish
+from servicekit.jobs import (
+    JobOptions,
+    JobRouter,
+    encode_event,
+    enqueue,
+    list_dead_letters,
+    publish,
+)
 from servicekit.jobs.delivery import Delivery
 from servicekit.jobs.failures import FailureRouter
 from servicekit.jobs.lifecycle import LifecycleEmitter
@@ -148,3 +165,54 @@ async def test_retry_waits_its_backoff_whatever_the_clock_of_the_host_that_faile
     async with harness.running(harness.worker(right, consumer="right")):
         await eventually(lambda: len(attempts) == 2)
     assert attempts[1] - attempts[0] >= 0.9  # backoff_base 1 s, no jitter
+
+
+class FillsBeforeItBlocks(Redis):
+    """A real client that runs ``fill`` once, just before the consumer's first blocking read.
+
+    Entries that arrive between the weighted non-blocking reads (all empty) and the blocking read
+    make that read return at once, from every stream.
+    """
+
+    fill: Callable[[], Awaitable[None]] | None = None
+
+    async def xreadgroup(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if kwargs.get("block") and self.fill is not None:
+            fill, self.fill = self.fill, None
+            await fill()
+        return await super().xreadgroup(*args, **kwargs)
+
+
+async def test_blocking_read_over_three_priority_streams_holds_no_more_than_the_limit(
+    harness: Harness, redis_url: str
+) -> None:
+    router = JobRouter(group="g")
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    @router.job(ArchiveRequested, **fast(concurrency=1, read_count=12))
+    async def archive_note(request: ArchiveRequested) -> None:
+        started.set()
+        await gate.wait()
+
+    streams = [harness.keys.stream(s) for s in job_streams(JobType.ARCHIVE)]
+
+    async def fill() -> None:
+        async with harness.redis.pipeline(transaction=False) as pipe:
+            for key in streams:
+                for _ in range(30):
+                    pipe.xadd(key, encode_event(archive_request()))  # type: ignore[arg-type]
+            await pipe.execute()
+
+    reader = FillsBeforeItBlocks.from_url(redis_url)
+    reader.fill = fill
+    try:
+        async with harness.running(harness.worker(router, redis=reader)):
+            await eventually(started.is_set)
+            assert await _pending_in(harness.redis, streams) <= 12 + 1  # read_count + concurrency
+            gate.set()
+    finally:
+        await reader.aclose()
+
+
+async def _pending_in(redis: Redis, keys: list[str]) -> int:
+    return sum([int((await redis.xpending(key, "g"))["pending"]) for key in keys])

@@ -203,11 +203,14 @@ class RouteConsumer:
                 raise errors[0]
             if got:
                 return
+        # Redis applies COUNT to each stream: over several streams the blocking read is only a
+        # wake-up (one entry a stream, at most len(streams) <= read_count); the weighted reads
+        # above take the rest 6 : 3 : 1 on the next pass.
         reply = await self.redis.xreadgroup(
             self.group,
             self.consumer,
             {key: ">" for key, _, _ in streams},
-            count=count,
+            count=count if len(streams) == 1 else 1,
             block=self.options.block_ms,
         )
         self._queue_read(reply)
