@@ -6,6 +6,9 @@ from typing import Any
 
 from redis import Redis
 
+from contracts import JOBS_LIFECYCLE
+from servicekit import StreamKeys
+
 Platform = Any  # the `platform` fixture of conftest.py
 
 
@@ -35,7 +38,7 @@ def test_archive_job_runs_end_to_end_in_one_trace(platform: Platform, redis_url:
         assert client.get(f"/v1/notes/{note.json()['id']}").json()["archived_at"] is not None
     # The archiver's consumer span joined the trace of the HTTP request that created the job.
     lifecycle = Redis.from_url(redis_url).xrange(
-        platform.env["STREAM_PREFIX"] + "jobs.lifecycle.v1"
+        StreamKeys(platform.env["STREAM_PREFIX"]).stream(JOBS_LIFECYCLE)
     )
     bodies = [json.loads(fields[b"__data__"])["body"] for _, fields in lifecycle]
     started = [b for b in bodies if b["type"] == "jobs.lifecycle.started.v1"]

@@ -1,8 +1,9 @@
 """Stream names: one stream per domain event type, one per job type and priority.
 
-These are *logical* names. servicekit builds the Redis keys from them: every key is prefixed with
-``STREAM_PREFIX`` (empty by default), and keys a Lua script touches together with a stream share its
-hash slot, e.g. ``{<stream>}:retry``, so the layout is Redis Cluster safe.
+These are *logical* names. servicekit builds the Redis keys from them (``servicekit.StreamKeys``):
+every key is prefixed with ``STREAM_PREFIX`` (empty by default) and carries a hash tag, the stream's
+name or, for a job type's three priority streams, ``jobs.<type>``, so a stream, its dead letters and
+its per-group companion keys share one slot and the layout is Redis Cluster safe.
 """
 
 from contracts.status import JobType, Priority

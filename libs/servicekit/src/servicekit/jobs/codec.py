@@ -14,9 +14,23 @@ from contracts import Event
 from servicekit.errors import PermanentError
 from servicekit.wire import DATA_FIELD, decode_envelope, encode_envelope
 
-__all__ = ["EntryDecoder", "UndecodableEntry", "decode_entry", "encode_event", "parent_context"]
+__all__ = [
+    "FOR_GROUP_FIELD",
+    "EntryDecoder",
+    "UndecodableEntry",
+    "decode_entry",
+    "encode_event",
+    "parent_context",
+]
 
 _DATA_KEY = DATA_FIELD.encode()
+
+FOR_GROUP_FIELD = "for_group"
+"""An entry field naming the one consumer group the entry is for (a redrive, a migrated entry).
+
+Every other group reading the stream acknowledges the entry without running it. It is a plain
+stream field, beside ``__data__``, so it is checked before decoding and readable with redis-cli.
+"""
 
 
 class UndecodableEntry(PermanentError):  # noqa: N818 - names the entry

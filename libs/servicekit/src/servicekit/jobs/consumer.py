@@ -4,8 +4,9 @@ Guarantees (see docs/async-jobs.md):
 
 * an entry is acknowledged only after its handler succeeded (or skipped) or after it was written
   to the dead-letter stream;
-* a transient failure stays pending on this consumer while ``{<stream>}:retry`` holds its due
-  time; whichever consumer claims it when due runs the next attempt;
+* a transient failure stays pending on this consumer while the group's retry set
+  (``<stream key>:retry:<group>``) holds its due time (Redis server time); whichever consumer
+  claims it when due runs the next attempt;
 * entries of dead or stuck consumers are reclaimed after the visibility timeout; the leases of
   long-running handlers are extended meanwhile;
 * acknowledgements and lifecycle events are batched into one pipeline per round trip.
@@ -29,7 +30,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from contracts import Event
 from servicekit.errors import SkipJob
-from servicekit.jobs.codec import EntryDecoder, UndecodableEntry, parent_context
+from servicekit.jobs.codec import FOR_GROUP_FIELD, EntryDecoder, UndecodableEntry, parent_context
 from servicekit.jobs.delivery import Delivery
 from servicekit.jobs.failures import FailureRouter
 from servicekit.jobs.lifecycle import LifecycleEmitter
@@ -42,6 +43,7 @@ from servicekit.keys import StreamKeys
 __all__ = ["GroupLostError", "RouteConsumer"]
 
 _log = structlog.stdlib.get_logger("servicekit.jobs")
+_FOR_GROUP = FOR_GROUP_FIELD.encode()
 
 
 class GroupLostError(RuntimeError):
@@ -80,6 +82,7 @@ class RouteConsumer:
         self.lifecycle = lifecycle
         self.options = route.options
         self.group = route.group
+        self._group_name = route.group.encode()
         self.streams = [(keys.stream(s.name), s.name, s.weight) for s in route.streams]
         self._contract_name = {key: name for key, name, _ in self.streams}
         self._span_names = {name: f"{name} process" for _, name, _ in self.streams}
@@ -256,6 +259,10 @@ class RouteConsumer:
     # ---- one delivery -------------------------------------------------------------------------
 
     async def _process(self, delivery: Delivery) -> None:
+        target = delivery.fields.get(_FOR_GROUP)
+        if target is not None and target != self._group_name:
+            self._ack(delivery)  # another group's redrive: this group has processed it already
+            return
         stream = delivery.stream
         duration, wait = self.metrics.for_route(stream, self.group, self._job_type)
         delivery.started_at = time.time()
@@ -389,7 +396,7 @@ class RouteConsumer:
             self.group,
             delivery.entry_id,
             clear_history=delivery.history is not None,
-            attempts_key=self.keys.companion(delivery.stream, "attempts"),
+            attempts_key=self.keys.attempts(delivery.stream, self.group),
         )
 
     # ---- shutdown -------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Operator functions over dead-letter streams: list, inspect, redrive, purge.
 
 A dead letter keeps the original entry (its ``__data__`` field, headers included) plus why and
-when it failed. Redrive appends the original payload to the source stream as a new entry, with
-headers that link the new attempt's span to the failed one, then deletes the dead letter.
+when it failed, and which consumer group failed it. Redrive appends the original payload to the
+source stream as a new entry, with headers that link the new attempt's span to the failed one and
+a ``for_group`` field naming that group (every other group reading the stream acknowledges the
+entry without running it: it has processed it already), then deletes the dead letter.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from servicekit.jobs.codec import FOR_GROUP_FIELD
 from servicekit.keys import StreamKeys
 from servicekit.wire import DATA_FIELD, decode_envelope, encode_envelope
 
@@ -107,7 +110,10 @@ async def redrive_dead_letters(
         if trace_id and span_id:
             headers["failed_traceparent"] = f"00-{trace_id}-{span_id}-01"
         data = encode_envelope(body, {k: str(v) for k, v in headers.items()})
-        new_id = await redis.xadd(keys.stream(stream), {DATA_FIELD: data})
+        fields = {DATA_FIELD: data}
+        if letter.meta.get("group"):
+            fields[FOR_GROUP_FIELD] = letter.meta["group"].encode()
+        new_id = await redis.xadd(keys.stream(stream), fields)  # type: ignore[arg-type]
         await redis.xdel(keys.dead_letters(stream), letter.id)  # only once the copy is safe
         new_ids.append(new_id.decode() if isinstance(new_id, bytes) else str(new_id))
     return new_ids

@@ -20,7 +20,7 @@ def entry_time(entry_id: bytes | str) -> float:
 
 @dataclass(slots=True)
 class AttemptHistory:
-    """Handled failures of one entry, stored in ``{<stream>}:attempts`` between retries."""
+    """Handled failures of one entry, kept in ``<stream key>:attempts:<group>`` between retries."""
 
     failures: int = 0
     first_failed_at: str | None = None

@@ -9,7 +9,7 @@ import structlog
 from opentelemetry import trace
 from redis.asyncio import Redis
 
-from contracts import Event, JobRequest
+from contracts import Event, JobRequest, dead_letter_stream
 from servicekit.errors import ErrorKind, classify
 from servicekit.jobs.delivery import AttemptHistory, Delivery
 from servicekit.jobs.lifecycle import LifecycleEmitter
@@ -53,12 +53,12 @@ class FailureRouter:
         self._schedule_retry = redis.register_script(SCHEDULE_RETRY)
 
     def _companions(self, delivery: Delivery) -> list[str]:
-        stream = delivery.stream
-        retry, attempts = (
-            self.keys.companion(stream, "retry"),
-            self.keys.companion(stream, "attempts"),
-        )
-        return [delivery.stream_key, retry, attempts]
+        stream, group = delivery.stream, self.group
+        return [
+            delivery.stream_key,
+            self.keys.retry(stream, group),
+            self.keys.attempts(stream, group),
+        ]
 
     async def handle(self, delivery: Delivery, event: Event, exc: Exception) -> None:
         """Retry a transient failure with backoff, or dead-letter a permanent/exhausted one."""
@@ -131,7 +131,7 @@ class FailureRouter:
                 self.group,
                 exc,
                 history.failures,
-                dead_letters_key,
+                dead_letter_stream(delivery.stream),  # the contracts name, not the Redis key
                 dead_letter_id,
             )
 
@@ -143,8 +143,8 @@ class FailureRouter:
             trace_id=trace_id,
             span_id=span_id,
             dead_letters_key=dead_letters_key,
-            retry_key=self.keys.companion(delivery.stream, "retry"),
-            attempts_key=self.keys.companion(delivery.stream, "attempts"),
+            retry_key=self.keys.retry(delivery.stream, self.group),
+            attempts_key=self.keys.attempts(delivery.stream, self.group),
             announce=announce,
         )
         self._count(delivery.stream, "dead")

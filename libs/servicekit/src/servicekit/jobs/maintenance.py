@@ -37,7 +37,7 @@ class RetentionPolicy:
 
 def pause_key(keys: StreamKeys, stream: str, group: str) -> str:
     """The flag that pauses ``group`` on ``stream`` while it exists."""
-    return keys.companion(stream, f"paused:{group}")
+    return keys.paused(stream, group)
 
 
 def _next_id(entry_id: str) -> str:

@@ -91,8 +91,9 @@ class PendingEntries:
         return self._paused()
 
     def script_keys(self, key: str, name: str) -> list[str]:
-        """The stream and the companion keys its Lua scripts touch (one hash slot)."""
-        return [key, self.keys.companion(name, "retry"), self.keys.companion(name, "attempts")]
+        """The stream and this group's companion keys its Lua scripts touch (one hash slot)."""
+        group = self.group
+        return [key, self.keys.retry(name, group), self.keys.attempts(name, group)]
 
     async def snapshot_own(self, page: int = 1000) -> None:
         """Record the ids still pending on this consumer's name (a previous incarnation's)."""

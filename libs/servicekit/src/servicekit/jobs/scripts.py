@@ -1,7 +1,8 @@
 """Lua scripts that move pending entries between consumers atomically.
 
-Each touches one stream and its companion keys (``{<stream>}:retry``, ``{<stream>}:attempts``),
-which share the stream's hash slot, so the scripts run unchanged on Redis Cluster. Every claimed
+Each touches one stream and its consumer group's companion keys (``<stream key>:retry:<group>``,
+``<stream key>:attempts:<group>``, see :mod:`servicekit.keys`), which share the stream's hash tag,
+so the scripts run unchanged on Redis Cluster. Every claimed
 entry is returned as ``{id, fields, attempts-json or false, deliveries}``.
 """
 
