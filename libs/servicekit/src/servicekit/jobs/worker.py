@@ -19,6 +19,7 @@ from servicekit.jobs.consumer import GroupLostError, RouteConsumer
 from servicekit.jobs.lifecycle import LifecycleEmitter
 from servicekit.jobs.maintenance import RetentionPolicy, StreamMaintenance
 from servicekit.jobs.metrics import JobMetrics
+from servicekit.jobs.migration import migrate_keys
 from servicekit.jobs.outbound import Outbound
 from servicekit.jobs.routing import Route
 from servicekit.keys import StreamKeys
@@ -110,7 +111,11 @@ class Worker:
         )
 
     async def ensure_groups(self) -> None:
-        """Create every consumed group at id 0 with MKSTREAM (events sent earlier are delivered)."""
+        """Create every consumed group at id 0 with MKSTREAM (events sent earlier are delivered).
+
+        Streams still under the earlier key names are moved first (see ``jobs.migration``).
+        """
+        await migrate_keys(self.redis, self.keys, self.maintenance.streams)
         for route in self.routes:
             for stream in route.streams:
                 try:
@@ -193,6 +198,8 @@ class Worker:
                 await self.maintenance.sample()
                 if time.monotonic() - last_trim >= self.maintenance_interval:
                     last_trim = time.monotonic()
+                    # An old producer may still write under the earlier names mid-upgrade.
+                    await migrate_keys(self.redis, self.keys, self.maintenance.streams)
                     for stream in self.maintenance.streams:
                         await self.maintenance.trim(stream)
                     await self.maintenance.prune_consumers()
