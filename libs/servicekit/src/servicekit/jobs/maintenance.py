@@ -2,14 +2,15 @@
 
 Trimming never removes an entry some group has not processed: the cut-off is the oldest id that is
 still pending or not yet delivered, across every group of the stream (and nothing is trimmed while
-a group the platform declares for the stream does not exist yet).
+a group the platform declares for the stream does not exist yet). Streams no group reads
+(``schedules.fired.v1``, audit streams) are trimmed by age and length instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -33,6 +34,10 @@ class RetentionPolicy:
     processed_for: float = 24 * 3600.0
     dead_letters_for: float = 14 * 24 * 3600.0
     prune_consumers_after: float = 3600.0
+    unread_for: float = 7 * 24 * 3600.0
+    """Age after which entries of a stream no group reads are trimmed."""
+    unread_max_length: int = 100_000
+    """Entries kept at most in a stream no group reads (the newest)."""
 
 
 def pause_key(keys: StreamKeys, stream: str, group: str) -> str:
@@ -83,6 +88,7 @@ class StreamMaintenance:
         streams: dict[str, set[str]],
         required_groups: dict[str, set[str]] | None = None,
         retention: RetentionPolicy | None = None,
+        unread_streams: Collection[str] = (),
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -90,6 +96,7 @@ class StreamMaintenance:
         self.streams = streams  # contracts stream name -> groups this worker consumes it with
         self.required_groups = required_groups or {}
         self.retention = retention or RetentionPolicy()
+        self.unread_streams = tuple(unread_streams)  # no group of the platform reads these
         self._prune = redis.register_script(PRUNE_CONSUMER)
 
     def pairs(self) -> list[tuple[str, str]]:
@@ -176,6 +183,26 @@ class StreamMaintenance:
         dlq_cutoff = int((time.time() - self.retention.dead_letters_for) * 1000)
         await self.redis.xtrim(self.keys.dead_letters(stream), minid=f"{dlq_cutoff}-0")
         return removed
+
+    async def trim_unread(self, stream: str) -> int:
+        """Trim a stream no group reads by age and length; return how many entries were removed.
+
+        Entries older than ``unread_for`` go, then the oldest beyond ``unread_max_length``. If some
+        group does read it after all (an operator's), the safe trim applies instead.
+        """
+        key = self.keys.stream(stream)
+        try:
+            infos = await self.redis.xinfo_groups(key)
+        except ResponseError:
+            return 0  # no such stream yet
+        if infos:
+            return await self.trim(stream)
+        cutoff_ms = int((time.time() - self.retention.unread_for) * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xtrim(key, minid=f"{cutoff_ms}-0", approximate=False)
+            pipe.xtrim(key, maxlen=self.retention.unread_max_length, approximate=False)
+            by_age, by_length = await pipe.execute()
+        return int(by_age) + int(by_length)
 
     async def prune_consumers(self) -> int:
         """Delete consumers that own nothing and have been idle past the prune threshold."""

@@ -7,14 +7,14 @@ import contextlib
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from contracts import CONSUMER_GROUPS, Event
+from contracts import CONSUMER_GROUPS, KNOWN_STREAMS, Event
 from servicekit.jobs.consumer import GroupLostError, RouteConsumer
 from servicekit.jobs.lifecycle import LifecycleEmitter
 from servicekit.jobs.maintenance import RetentionPolicy, StreamMaintenance
@@ -30,6 +30,9 @@ __all__ = ["EXIT_GROUP_LOST", "Worker", "bind_dependencies"]
 
 _log = structlog.stdlib.get_logger("servicekit.jobs")
 EXIT_GROUP_LOST = 3
+# Streams the platform publishes and no declared group reads: every worker trims them by age and
+# length (idempotent, so replicas and services may all do it).
+UNREAD_STREAMS = tuple(sorted(KNOWN_STREAMS - {pair.stream for pair in CONSUMER_GROUPS}))
 
 
 def bind_dependencies(
@@ -61,6 +64,7 @@ class Worker:
         readiness: Readiness | None = None,
         required_groups: Mapping[str, set[str]] | None = None,
         retention: RetentionPolicy | None = None,
+        unread_streams: Collection[str] | None = None,
         maintenance_interval: float = 5.0,
         grace: float = 20.0,
         clock: Callable[[], float] = time.time,
@@ -108,6 +112,7 @@ class Worker:
             streams=streams,
             required_groups=dict(required_groups or {}),
             retention=retention,
+            unread_streams=unread_streams if unread_streams is not None else UNREAD_STREAMS,
         )
 
     async def ensure_groups(self) -> None:
@@ -115,7 +120,7 @@ class Worker:
 
         Streams still under the earlier key names are moved first (see ``jobs.migration``).
         """
-        await migrate_keys(self.redis, self.keys, self.maintenance.streams)
+        await self._migrate_keys()
         for route in self.routes:
             for stream in route.streams:
                 try:
@@ -125,6 +130,10 @@ class Worker:
                 except ResponseError as exc:
                     if "BUSYGROUP" not in str(exc):
                         raise
+
+    async def _migrate_keys(self) -> None:
+        streams = [*self.maintenance.streams, *self.maintenance.unread_streams]
+        await migrate_keys(self.redis, self.keys, streams)
 
     async def check_redis(self) -> None:
         """Readiness check: Redis answers."""
@@ -199,9 +208,11 @@ class Worker:
                 if time.monotonic() - last_trim >= self.maintenance_interval:
                     last_trim = time.monotonic()
                     # An old producer may still write under the earlier names mid-upgrade.
-                    await migrate_keys(self.redis, self.keys, self.maintenance.streams)
+                    await self._migrate_keys()
                     for stream in self.maintenance.streams:
                         await self.maintenance.trim(stream)
+                    for stream in self.maintenance.unread_streams:
+                        await self.maintenance.trim_unread(stream)
                     await self.maintenance.prune_consumers()
             except GroupLostError:
                 raise
