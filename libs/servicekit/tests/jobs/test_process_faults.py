@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -30,7 +31,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = create_database_engine(ServiceSettings(database_url=database_url))
     await ensure_outbox_tables(engine, "chaos")
     async with engine.begin() as connection:
-        await connection.execute(text("CREATE TABLE chaos.effects (n int, pid int)"))
+        await connection.execute(text("CREATE TABLE chaos.effects (grp text, n int, pid int)"))
     yield engine
     await engine.dispose()
 
@@ -66,9 +67,11 @@ def spawn(redis_url: str, database_url: str, stream_prefix: str) -> Iterator[obj
             process.wait()
 
 
-async def effects(engine: AsyncEngine) -> list[int]:
+async def effects(engine: AsyncEngine, group: str = "g") -> list[int]:
     async with engine.connect() as connection:
-        rows = await connection.execute(text("SELECT n FROM chaos.effects ORDER BY n"))
+        rows = await connection.execute(
+            text("SELECT n FROM chaos.effects WHERE grp = :grp ORDER BY n"), {"grp": group}
+        )
         return [row[0] for row in rows]
 
 
@@ -212,3 +215,185 @@ async def _sleep(seconds: float) -> None:
 
 async def _count_at_least_xlen(redis: Redis, key: str, n: int) -> bool:
     return int(await redis.xlen(key)) >= n
+
+
+async def _pending_of(redis: Redis, key: str, groups: tuple[str, ...], consumer: str) -> set[Any]:
+    return {
+        (group, row["message_id"])
+        for group in groups
+        for row in await redis.xpending_range(key, group, "-", "+", 10_000, consumer)
+    }
+
+
+async def _time_to_recover(
+    redis: Redis, key: str, stranded: set[Any], killed_at: float, within: float = 120
+) -> float:
+    """Seconds from the kill until no entry the killed consumer held is pending any more."""
+    groups = {group for group, _ in stranded}
+    while True:
+        still = {
+            (group, row["message_id"])
+            for group in groups
+            for row in await redis.xpending_range(key, group, "-", "+", 10_000)
+        } & stranded
+        if not still:
+            return time.monotonic() - killed_at
+        assert time.monotonic() - killed_at < within, f"{len(still)} stranded entries left"
+        await _sleep(0.05)  # polling for the measurement, not synchronising
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(900)
+async def test_two_groups_keep_every_effect_once_through_sigkills_and_same_name_restarts(
+    engine: AsyncEngine, spawn: object, redis_client: Redis, stream_prefix: str
+) -> None:
+    """Three consumers read one stream in groups a and b; b fails every third entry once.
+
+    A consumer holding entries in both groups is SIGKILLed about every second and restarted under
+    the same name (a container restarted in place: same hostname, PID 1), so the restart takes its
+    own entries back. Prints the time to recover: from the kill to the last entry it held done.
+    """
+    import random
+    import statistics
+
+    from servicekit.jobs import encode_event, list_dead_letters
+
+    keys = StreamKeys(stream_prefix)
+    key = keys.stream(STREAM)
+    groups = ("a", "b")
+    total = 5000
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for n in range(total):
+            pipe.xadd(key, encode_event(Pinged(producer="t", n=n)))  # type: ignore[arg-type]
+        await pipe.execute()
+    for group in groups:  # as the workers would; the first kill may come before they start
+        await redis_client.xgroup_create(key, group, id="0")
+    env = {
+        "GROUPS": ",".join(groups),
+        "FAIL_EVERY_THIRD_IN": "b",
+        "BACKOFF": "0.2",
+        "SLEEP_AFTER_TX": "0.05",
+        "VISIBILITY": "default",
+    }
+    workers = {f"w{i}": spawn(f"w{i}", **env) for i in range(3)}  # type: ignore[operator]
+    rng = random.Random(11)
+    recoveries: list[float] = []
+    start_ups: list[float] = []
+    deadline = time.monotonic() + 600
+    for _ in range(12):
+        await _sleep(1.0)
+        name = rng.choice(sorted(workers))
+        # Kill it while it holds entries in both groups (a process takes a while to start).
+        if not await _wait_holding(redis_client, key, groups, name):
+            print(f"\n{name} held nothing for 60 s: {await _progress(redis_client, key, groups)}")
+            break
+        workers[name].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        workers[name].wait()
+        stranded = await _pending_of(redis_client, key, groups, name)
+        workers[name] = spawn(name, **env)  # type: ignore[operator]
+        restarted_at = time.monotonic()
+        if stranded:
+            start_up = await _seconds_to_first_command(redis_client, key, "a", name, restarted_at)
+            recoveries.append(await _time_to_recover(redis_client, key, stranded, killed_at))
+            start_ups.append(start_up)
+            print(
+                f"\nkilled {name} holding {len(stranded)}: recovered in {recoveries[-1]:.2f} s "
+                f"(the restarted process needed {start_up:.2f} s to start)"
+            )
+    for group in groups:
+        while len(await effects(engine, group)) < total:
+            got = len(await effects(engine, group))
+            assert time.monotonic() < deadline, f"group {group}: {got} of {total} effects"
+            await _sleep(0.5)
+        await eventually(lambda g=group: _group_drained(redis_client, key, g), within=120)
+    for group in groups:
+        assert await effects(engine, group) == list(range(total)), group
+    assert await list_dead_letters(redis_client, keys, STREAM) == []
+    print(
+        f"\ntime to recover after SIGKILL + same-name restart over {len(recoveries)} kills: "
+        f"median {statistics.median(recoveries):.2f} s, max {max(recoveries):.2f} s; "
+        f"of which process start-up median {statistics.median(start_ups):.2f} s"
+    )
+
+
+async def _wait_holding(redis: Redis, key: str, groups: tuple[str, ...], consumer: str) -> bool:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if await _holds_in_each(redis, key, groups, consumer):
+            return True
+        await _sleep(0.05)  # polling for the moment to kill, not synchronising
+    return False
+
+
+async def _progress(redis: Redis, key: str, groups: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        group: {_text(c["name"]): c["pending"] for c in await redis.xinfo_consumers(key, group)}
+        for group in groups
+    }
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _seconds_to_first_command(
+    redis: Redis, key: str, group: str, consumer: str, restarted_at: float
+) -> float:
+    """When a restarted consumer first spoke to Redis (its idle time drops below its age)."""
+    while True:
+        age = time.monotonic() - restarted_at
+        idle = {_text(c["name"]): c["idle"] / 1000 for c in await redis.xinfo_consumers(key, group)}
+        if idle.get(consumer, age) < age - 0.1:
+            return age - idle[consumer]
+        assert age < 120, f"{consumer} did not start within 120 s"
+        await _sleep(0.05)  # polling for the measurement, not synchronising
+
+
+async def _holds_in_each(redis: Redis, key: str, groups: tuple[str, ...], consumer: str) -> bool:
+    held = await _pending_of(redis, key, groups, consumer)
+    return {group for group, _ in held} == set(groups)
+
+
+async def _group_drained(redis: Redis, key: str, group: str) -> bool:
+    return int((await redis.xpending(key, group))["pending"]) == 0
+
+
+@pytest.mark.chaos
+@pytest.mark.timeout(300)
+async def test_entries_of_a_consumer_killed_for_good_are_done_within_the_default_visibility(
+    engine: AsyncEngine, spawn: object, redis_client: Redis, stream_prefix: str
+) -> None:
+    """No restart (the replica went elsewhere): a live consumer reclaims the killed one's entries.
+
+    The default visibility timeout is 15 s and leases are extended every 5 s, so the entries are
+    reclaimed 10-15 s after the kill, plus at most one reclaim scan (15 / 4 s).
+    """
+    from servicekit.jobs import JobOptions, encode_event
+
+    keys = StreamKeys(stream_prefix)
+    key = keys.stream(STREAM)
+    total = 400
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for n in range(total):
+            pipe.xadd(key, encode_event(Pinged(producer="t", n=n)))  # type: ignore[arg-type]
+        await pipe.execute()
+    env = {"VISIBILITY": "default", "SLEEP_AFTER_TX": "0.05"}
+    doomed = spawn("doomed", **env)  # type: ignore[operator]
+    spawn("survivor", **env)  # type: ignore[operator]
+    await eventually(lambda: _count_at_least(effects(engine), 40), within=60)
+    doomed.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    doomed.wait()
+    stranded = await _pending_of(redis_client, key, ("g",), "doomed")
+    assert stranded, "the killed consumer held nothing: the load is too light to measure"
+    recovered = await _time_to_recover(redis_client, key, stranded, killed_at)
+    visibility = JobOptions().visibility_timeout
+    print(
+        f"\ntime to recover {len(stranded)} entries of a consumer killed for good: "
+        f"{recovered:.2f} s"
+    )
+    assert visibility <= 15
+    assert recovered <= visibility + visibility / 4 + 10  # slack for a busy 2-core machine
+    await eventually(lambda: _count_at_least(effects(engine), total), within=120)
+    assert await effects(engine) == list(range(total))

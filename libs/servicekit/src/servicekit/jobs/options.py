@@ -15,6 +15,10 @@ class JobOptions:
     ``max_attempts`` counts handled failures (an exception the runtime saw). A process that dies
     mid-handler is not an attempt, but every delivery counts towards ``max_deliveries``, so a
     message that kills its consumer cannot loop forever.
+
+    ``visibility_timeout`` is how long a dead consumer's entries wait before another consumer
+    takes them over. Live consumers extend the lease of every entry they hold every third of it,
+    so a handler may run far longer (up to ``timeout``) without being reclaimed.
     """
 
     max_attempts: int = 5
@@ -25,7 +29,7 @@ class JobOptions:
     concurrency: int = 16
     read_count: int = 64
     block_ms: int = 1000
-    visibility_timeout: float = 60.0
+    visibility_timeout: float = 15.0
     max_deliveries: int | None = None
 
     @property
