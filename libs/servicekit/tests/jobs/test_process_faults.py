@@ -280,7 +280,7 @@ async def test_two_groups_keep_every_effect_once_through_sigkills_and_same_name_
     recoveries: list[float] = []
     start_ups: list[float] = []
     deadline = time.monotonic() + 600
-    for _ in range(12):
+    for _ in range(8):
         await _sleep(1.0)
         name = rng.choice(sorted(workers))
         # Kill it while it holds entries in both groups (a process takes a while to start).
@@ -295,8 +295,11 @@ async def test_two_groups_keep_every_effect_once_through_sigkills_and_same_name_
         restarted_at = time.monotonic()
         if stranded:
             start_up = await _seconds_to_first_command(redis_client, key, "a", name, restarted_at)
-            recoveries.append(await _time_to_recover(redis_client, key, stranded, killed_at))
+            recoveries.append(
+                await _time_to_recover(redis_client, key, stranded, killed_at, within=300)
+            )
             start_ups.append(start_up)
+            assert workers[name].poll() is None, f"restarted {name} exited {workers[name].poll()}"
             print(
                 f"\nkilled {name} holding {len(stranded)}: recovered in {recoveries[-1]:.2f} s "
                 f"(the restarted process needed {start_up:.2f} s to start)"
@@ -310,10 +313,12 @@ async def test_two_groups_keep_every_effect_once_through_sigkills_and_same_name_
     for group in groups:
         assert await effects(engine, group) == list(range(total)), group
     assert await list_dead_letters(redis_client, keys, STREAM) == []
+    after_start = [r - s for r, s in zip(recoveries, start_ups, strict=True)]
     print(
         f"\ntime to recover after SIGKILL + same-name restart over {len(recoveries)} kills: "
         f"median {statistics.median(recoveries):.2f} s, max {max(recoveries):.2f} s; "
-        f"of which process start-up median {statistics.median(start_ups):.2f} s"
+        f"of which process start-up median {statistics.median(start_ups):.2f} s; "
+        f"after start-up median {statistics.median(after_start):.2f} s"
     )
 
 
@@ -346,7 +351,8 @@ async def _seconds_to_first_command(
         idle = {_text(c["name"]): c["idle"] / 1000 for c in await redis.xinfo_consumers(key, group)}
         if idle.get(consumer, age) < age - 0.1:
             return age - idle[consumer]
-        assert age < 120, f"{consumer} did not start within 120 s"
+        if age > 300:
+            return float("nan")  # not a verdict: recovery itself is awaited (and bounded) next
         await _sleep(0.05)  # polling for the measurement, not synchronising
 
 
