@@ -11,7 +11,7 @@ async def test_handlers_can_be_unit_tested_without_redis() -> None:
     broker = create_broker(settings, setup_telemetry(settings))
     received: list[NoteArchived] = []
 
-    @broker.subscriber(stream="notes.archived.v1")
+    @broker.subscriber(stream=StreamKeys().stream("notes.archived.v1"))  # the Redis key
     async def record_archived(event: NoteArchived) -> None:
         received.append(event)
 
