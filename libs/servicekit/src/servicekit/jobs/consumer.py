@@ -85,6 +85,7 @@ class RouteConsumer:
         self._group_name = route.group.encode()
         self.streams = [(keys.stream(s.name), s.name, s.weight) for s in route.streams]
         self._contract_name = {key: name for key, name, _ in self.streams}
+        self._attempts_key = {name: keys.attempts(name, self.group) for _, name, _ in self.streams}
         self._span_names = {name: f"{name} process" for _, name, _ in self.streams}
         self._decode = EntryDecoder(route.accepted)
         # Resolved once: the hot path reads plain attributes, not properties.
@@ -396,7 +397,7 @@ class RouteConsumer:
             self.group,
             delivery.entry_id,
             clear_history=delivery.history is not None,
-            attempts_key=self.keys.attempts(delivery.stream, self.group),
+            attempts_key=self._attempts_key[delivery.stream],
         )
 
     # ---- shutdown -------------------------------------------------------------------------------
