@@ -77,7 +77,11 @@ async def test_archive_of_a_deleted_note_is_reported_skipped(archiver: Archiver)
     created = note_created()
     await publish(archiver.redis, archiver.keys, NOTES_CREATED, created)
     await publish(archiver.redis, archiver.keys, NOTES_DELETED, note_deleted(created.note_id, 2))
-    await eventually(lambda: archiver.count("note_versions", created.note_id))
+
+    async def deletion_stored() -> bool:  # both versions: the deletion must be known first
+        return await archiver.count("note_versions", created.note_id) == 2
+
+    await eventually(deletion_stored)
     request = archive_request(created.note_id)
     await enqueue(archiver.redis, archiver.keys, request)
 
