@@ -1,7 +1,8 @@
 """The job runtime: at-least-once consumer groups with retries, dead letters and reclaim.
 
 Declare routes with :class:`JobRouter`, run them with :class:`Worker`, enqueue with
-:func:`enqueue`. Operators use :mod:`servicekit.jobs.deadletters` and the pause functions.
+:func:`enqueue`. Operators use :mod:`servicekit.jobs.deadletters`, the pause functions and
+:mod:`servicekit.jobs.inspection` (where the runtime holds a job: read-only).
 """
 
 from servicekit.jobs.codec import UndecodableEntry, decode_entry, encode_event
@@ -13,6 +14,14 @@ from servicekit.jobs.deadletters import (
     purge_dead_letters,
     redrive_dead_letters,
 )
+from servicekit.jobs.inspection import (
+    HeldEntry,
+    Holding,
+    dead_lettered_entries,
+    locate_jobs,
+    pending_entries,
+    unread_entries,
+)
 from servicekit.jobs.maintenance import RetentionPolicy, pause_key
 from servicekit.jobs.options import JobOptions, backoff_delay
 from servicekit.jobs.publishing import enqueue, pause_group, publish, resume_group
@@ -23,6 +32,8 @@ __all__ = [
     "EXIT_GROUP_LOST",
     "DeadLetter",
     "GroupLostError",
+    "HeldEntry",
+    "Holding",
     "JobOptions",
     "JobRouter",
     "RetentionPolicy",
@@ -32,15 +43,19 @@ __all__ = [
     "Worker",
     "backoff_delay",
     "bind_dependencies",
+    "dead_lettered_entries",
     "decode_entry",
     "encode_event",
     "enqueue",
     "inspect_dead_letter",
     "list_dead_letters",
+    "locate_jobs",
     "pause_group",
     "pause_key",
+    "pending_entries",
     "publish",
     "purge_dead_letters",
     "redrive_dead_letters",
     "resume_group",
+    "unread_entries",
 ]
