@@ -31,3 +31,7 @@ class WorkerSettings(NotesApiSettings):
     relay_poll_seconds: float = Field(default=0.2, gt=0)
     job_retention_days: float = Field(default=30.0, gt=0)
     """How long a finished job (and its children and bulk chunks) is kept before it is purged."""
+    job_stale_after_seconds: float = Field(default=3600.0, gt=0)
+    """A non-final job not updated for this long is checked against the runtime (reconciler)."""
+    job_reconcile_every_seconds: float = Field(default=300.0, gt=0)
+    """How often the reconciler looks for stale jobs."""

@@ -1,10 +1,11 @@
-"""Composition root of notes-api-worker: engine, Redis, outbox relay and retention, routes."""
+"""Composition root of notes-api-worker: engine, Redis, relay, retention, reconciler, routes."""
 
 import asyncio
 from datetime import timedelta
 
 from notes_api.settings import SCHEMA, WorkerSettings
 from notes_api.worker.handlers import router
+from notes_api.worker.reconciler import JobReconciler
 from notes_api.worker.retention import job_retention
 from servicekit import (
     OutboxRelay,
@@ -24,10 +25,15 @@ async def run(stop: asyncio.Event) -> int:
     telemetry = setup_telemetry(settings)
     engine = create_database_engine(settings)
     redis = create_redis(settings)
+    keys = StreamKeys(settings.stream_prefix)
     relay = OutboxRelay(
-        engine, redis, schema=SCHEMA, keys=StreamKeys(settings.stream_prefix),
+        engine, redis, schema=SCHEMA, keys=keys,
         poll_interval=settings.relay_poll_seconds, tracer_provider=telemetry.tracer_provider,
         durability=settings.outbox_durability_policy(), registry=telemetry.registry,
+    )  # fmt: skip
+    reconciler = JobReconciler(
+        engine, redis, keys, stale_after=timedelta(seconds=settings.job_stale_after_seconds),
+        registry=telemetry.registry,
     )  # fmt: skip
     try:
         return await run_worker(
@@ -38,6 +44,7 @@ async def run(stop: asyncio.Event) -> int:
                 relay.run,
                 database_retention(engine, relay, schema=SCHEMA),
                 job_retention(engine, timedelta(days=settings.job_retention_days)),
+                reconciler.loop(settings.job_reconcile_every_seconds),
             ],
         )  # fmt: skip
     finally:
