@@ -68,3 +68,19 @@ async def test_slow_check_times_out_as_not_ready() -> None:
     ready, checks = await Readiness({"slow": hangs}, timeout=0.05).evaluate()
     assert not ready
     assert checks["slow"] == "error: TimeoutError"
+
+
+async def test_facts_are_shown_on_readyz_without_making_the_process_unready() -> None:
+    durability = {"value": None}
+    readiness = Readiness(
+        {"redis": healthy}, facts={"outbox_durability": lambda: durability["value"]}
+    )
+    async with OpsServer(
+        registry=new_registry(), readiness=readiness, host="127.0.0.1", port=0
+    ) as server:
+        status, body = await get(server.port, "/readyz")
+        assert (status, "facts" in body) == (200, False)
+        durability["value"] = "none: AOF off"
+        status, body = await get(server.port, "/readyz")
+        assert status == 200
+        assert '"facts": {"outbox_durability": "none: AOF off"}' in body

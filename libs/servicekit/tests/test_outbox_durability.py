@@ -303,6 +303,18 @@ async def test_the_shared_server_durability_is_logged_at_relay_start(
     assert start["in_force"] == plan_durability(DurabilityPolicy("auto"), offered).mode
 
 
+async def test_the_relay_states_its_durability_as_a_readiness_fact_once_it_knows_it(
+    engine: AsyncEngine, redis_client: Redis, stream_prefix: str
+) -> None:
+    offered = await detect_persistence(redis_client)
+    expected = plan_durability(DurabilityPolicy("auto"), offered)
+    relay = relay_for(engine, redis_client, stream_prefix, DurabilityPolicy("auto"))
+    assert relay.durability_in_force() is None  # nothing detected yet: no fact rather than a guess
+    await write(engine, [archived(uuid4())])
+    await relay.publish_pending()
+    assert relay.durability_in_force() == f"{expected.mode}: {expected.on_redis_loss}"
+
+
 async def test_aof_required_on_redis_7_0_publishes_nothing_and_keeps_the_rows(
     engine: AsyncEngine, redis_7_0: Redis, stream_prefix: str
 ) -> None:

@@ -263,6 +263,11 @@ class DurabilityGuard:
                 self._report(self._plan, offered)
         return self._plan
 
+    def in_force(self) -> str | None:
+        """One line for ``/readyz``: the durability in force and what a Redis loss costs."""
+        plan = self._reported
+        return None if plan is None else f"{plan.mode}: {plan.on_redis_loss}"
+
     def forget(self) -> None:
         """Detect the plan again before the next batch."""
         self._plan = None

@@ -38,6 +38,14 @@ class Readiness:
     checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
     timeout: float = 1.0
     failed_reason: str | None = None
+    # What an operator should know that does not make the process unready, e.g. the outbox's
+    # durability on a Redis without AOF. Each returns a line, or None while it does not know yet.
+    facts: Mapping[str, Callable[[], str | None]] = field(default_factory=dict)
+
+    def known_facts(self) -> dict[str, str]:
+        """The facts that have a value now."""
+        known = {name: fact() for name, fact in self.facts.items()}
+        return {name: value for name, value in known.items() if value is not None}
 
     def fail(self, reason: str) -> None:
         """Latch not-ready with ``reason``."""
@@ -135,7 +143,14 @@ class OpsServer:
             return "200 OK", "application/json", b'{"status":"ok"}'
         if path == "/readyz":
             ready, checks = await self.readiness.evaluate()
-            body = json.dumps({"status": "ready" if ready else "not ready", "checks": checks})
+            document: dict[str, object] = {
+                "status": "ready" if ready else "not ready",
+                "checks": checks,
+            }
+            facts = self.readiness.known_facts()
+            if facts:
+                document["facts"] = facts
+            body = json.dumps(document)
             status = "200 OK" if ready else "503 Service Unavailable"
             return status, "application/json", body.encode()
         return "404 Not Found", "text/plain", b"not found\n"

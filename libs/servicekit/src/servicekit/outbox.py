@@ -215,6 +215,10 @@ class OutboxRelay:
         self._tracer = tracer_provider.get_tracer("servicekit.outbox") if tracer_provider else None
         self._durability = DurabilityGuard(durability, schema=schema, registry=registry)
 
+    def durability_in_force(self) -> str | None:
+        """The durability the relay waits for, and what a Redis loss costs (a ``/readyz`` fact)."""
+        return self._durability.in_force()
+
     async def publish_pending(self) -> int:
         """Publish one batch of unpublished rows; return how many were published.
 

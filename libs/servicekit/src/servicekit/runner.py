@@ -61,12 +61,13 @@ async def run_worker(
     telemetry: Telemetry,
     dependencies: Mapping[str, object] | None = None,
     checks: Mapping[str, ReadinessCheck] | None = None,
+    facts: Mapping[str, Callable[[], str | None]] | None = None,
     background: Sequence[BackgroundLoop] = (),
     required_groups: Mapping[str, set[str]] | None = None,
     retention: RetentionPolicy | None = None,
 ) -> int:
     """Serve ops, consume ``routes``, run ``background`` loops until ``stop``; return exit code."""
-    readiness = Readiness(dict(checks or {"redis": redis_check(redis)}))
+    readiness = Readiness(dict(checks or {"redis": redis_check(redis)}), facts=dict(facts or {}))
     worker = Worker(
         routes,
         redis=redis,

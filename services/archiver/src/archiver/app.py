@@ -42,6 +42,7 @@ async def run(settings: ArchiverSettings, stop: asyncio.Event) -> int:
             telemetry=telemetry,
             dependencies={"store": ArchiveStore(engine, schema=settings.database_schema)},
             checks={"postgres": database_check(engine), "redis": redis_check(redis)},
+            facts={"outbox_durability": relay.durability_in_force},
             background=[
                 relay.run,
                 database_retention(engine, relay, schema=settings.database_schema),

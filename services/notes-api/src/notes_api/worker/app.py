@@ -40,6 +40,7 @@ async def run(stop: asyncio.Event) -> int:
             settings, stop, routes=router.routes, redis=redis, telemetry=telemetry,
             dependencies={"engine": engine},
             checks={"postgresql": database_check(engine), "redis": redis_check(redis)},
+            facts={"outbox_durability": relay.durability_in_force},
             background=[
                 relay.run,
                 database_retention(engine, relay, schema=SCHEMA),
