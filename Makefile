@@ -21,7 +21,8 @@ help: ## list the targets
 
 bootstrap: ## install uv with pip if it is missing
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
-		|| python3 -m pip install --quiet "uv>=0.9,<0.14"
+		|| python3 -m pip install --quiet "uv>=0.9,<0.14" \
+		|| python3 -m pip install --quiet --user --break-system-packages "uv>=0.9,<0.14"
 
 sync: $(VENV)/.synced ## install every workspace member and the dev tools from uv.lock
 	@# The members are editable installs, which uv does not compile; compileall skips fresh files.

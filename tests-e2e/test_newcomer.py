@@ -49,7 +49,8 @@ def _newcomer_environment(home: Path) -> dict[str, str]:
             "DEVSTACK_LOCAL_REDIS_URL": f"redis://127.0.0.1:{dead}/0",
             "DEVSTACK_LOCAL_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{dead}/postgres",
             # Beside a developer's own `make run` on the default ports.
-            "DEVSTACK_PORT_OFFSET": str(20000 + dead % 5000),
+            # Every port stays below the ephemeral range (32768+) that free ports come from.
+            "DEVSTACK_PORT_OFFSET": str(10000 + dead % 10000),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
     )

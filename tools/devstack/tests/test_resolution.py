@@ -153,3 +153,25 @@ def test_printed_urls_hide_passwords() -> None:
     assert hide_password("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
     assert hide_password("postgresql://u:p4ss@h/db") == "postgresql://u:***@h/db"
     assert hide_password("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_a_recorded_pid_now_owned_by_another_process_is_neither_trusted_nor_signalled(
+    tmp_path: Path,
+) -> None:
+    import json
+    import subprocess
+
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        home = tmp_path / "valkey"
+        home.mkdir()
+        state = {"url": "redis://127.0.0.1:1/0", "pid": bystander.pid, "started": 1.0}
+        (home / "server.json").write_text(json.dumps(state))
+        valkey = EmbeddedValkey(home, durable=False)
+        assert valkey.running() is None
+        valkey.start()
+        valkey.stop()
+        assert bystander.poll() is None, "the process that reused the pid was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()

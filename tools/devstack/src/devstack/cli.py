@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -37,7 +39,25 @@ def run(root: Path) -> int:
     """``make run``: the platform in the foreground until Ctrl-C."""
     started = time.monotonic()
     interactive = sys.stdout.isatty()
-    with ServerStack.for_workspace(root, adopt=True) as stack:
+    (root / ".local").mkdir(exist_ok=True)
+    with (root / ".local" / "run.lock").open("w") as lock:
+        # One `make run` per checkout: it adopts (and stops) the embedded servers it finds, which
+        # is right only for those a killed run left behind. The kernel drops the lock on death.
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say("another `make run` is running in this checkout; stop it first")
+            return 1
+        return _run_locked(root, started, interactive=interactive)
+
+
+def _run_locked(root: Path, started: float, *, interactive: bool) -> int:
+    # SIGTERM, and SIGHUP (the terminal closed), stop the platform as Ctrl-C does; by default they
+    # would end the process without its cleanup.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.default_int_handler)
+    stack = ServerStack.for_workspace(root, adopt=True)
+    try:
         resolved = stack.resolve()
         print(f"make run: {resolved.describe()}", flush=True)
         offset = int(os.environ.get("DEVSTACK_PORT_OFFSET", "0"))
@@ -45,15 +65,28 @@ def run(root: Path) -> int:
             replace(s, processes=tuple(p.shifted(offset) for p in s.processes))
             for s in services(root)
         ]
-        record = MigrationRecord(
-            root / ".local" / "migrations.json",
-            [s.migrations for s in declared if s.migrations],
+        # No skipping for a service whose migrations the record cannot see.
+        unseen = any(s.migrate and not s.migrations for s in declared)
+        record = (
+            None
+            if unseen
+            else MigrationRecord(
+                root / ".local" / "migrations.json",
+                [s.migrations for s in declared if s.migrations],
+            )
         )
         supervisor = Supervisor(
             declared, resolved, bin_dir=_BIN, out=sys.stdout,
             interactive=interactive, base_env=os.environ, migrations=record,
         )  # fmt: skip
         return asyncio.run(supervisor.run(started))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        # An impatient second Ctrl-C must not cut the servers' shutdown short.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        stack.close()
 
 
 def execute(root: Path, command: Sequence[str]) -> int:
@@ -70,7 +103,8 @@ def execute(root: Path, command: Sequence[str]) -> int:
         env = {**os.environ, **resolved.environment()}
         program = _BIN / command[0]
         argv = [str(program) if program.exists() else command[0], *command[1:]]
-        return subprocess.run(argv, env=env, check=False).returncode  # noqa: S603
+        code = subprocess.run(argv, env=env, check=False).returncode  # noqa: S603
+        return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
 
 
 def print_environment(root: Path) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -52,23 +53,38 @@ class _State:
 
     url: str
     pid: int
+    started: float  # the process's start time: a pid alone may have been reused since
+
+    @classmethod
+    def of(cls, url: str, pid: int) -> _State:
+        return cls(url=url, pid=pid, started=psutil.Process(pid).create_time())
 
     @classmethod
     def read(cls, path: Path) -> _State | None:
         try:
             data = json.loads(path.read_text())
-            return cls(url=str(data["url"]), pid=int(data["pid"]))
+            return cls(url=str(data["url"]), pid=int(data["pid"]), started=float(data["started"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps({"url": self.url, "pid": self.pid}))
+        path.write_text(json.dumps({"url": self.url, "pid": self.pid, "started": self.started}))
+
+    def alive(self) -> bool:
+        """True while the recorded process itself runs (not another one given the same pid)."""
+        try:
+            process = psutil.Process(self.pid)
+            return (
+                process.create_time() == self.started and process.status() != psutil.STATUS_ZOMBIE
+            )
+        except psutil.Error:
+            return False
 
     @classmethod
     def answering(cls, path: Path, version_of: Callable[[str], str | None]) -> str | None:
         """The recorded URL if its process lives and the server answers there; else None."""
         state = cls.read(path)
-        if state and psutil.pid_exists(state.pid) and version_of(state.url):
+        if state and state.alive() and version_of(state.url):
             return state.url
         return None
 
@@ -126,21 +142,29 @@ class EmbeddedValkey:
             start_new_session=True,
         )
         url = f"redis://127.0.0.1:{port}/0"
-        deadline = time.monotonic() + _START_DEADLINE
-        while not redis_version(url, timeout=0.5):
-            if process.poll() is not None or time.monotonic() > deadline:
-                log = self.directory / "valkey.log"
-                tail = log.read_text()[-2000:] if log.exists() else ""
-                msg = f"embedded Valkey did not start (exit {process.poll()}):\n{tail}"
-                raise RuntimeError(msg)
-            time.sleep(0.02)
-        _State(url=url, pid=process.pid).write(self._state_file)
+        # Recorded at once, so that an interrupted start leaves nothing that `stop` cannot find.
+        _State.of(url, process.pid).write(self._state_file)
+        try:
+            deadline = time.monotonic() + _START_DEADLINE
+            while not redis_version(url, timeout=0.5):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log = self.directory / "valkey.log"
+                    tail = log.read_text()[-2000:] if log.exists() else ""
+                    msg = f"embedded Valkey did not start (exit {process.poll()}):\n{tail}"
+                    raise RuntimeError(msg)
+                time.sleep(0.02)
+        except BaseException:
+            self.stop()
+            raise
         return url
 
     def stop(self) -> None:
         """Stop this directory's server, if one runs (AOF is flushed on SIGTERM)."""
         state = _State.read(self._state_file)
         if state is None:
+            return
+        if not state.alive():  # gone, or its pid now names another process: signal nothing
+            self._state_file.unlink(missing_ok=True)
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.pid, signal.SIGTERM)
@@ -170,14 +194,9 @@ class EmbeddedPostgres:
         """Initialise the cluster once, start it on a free port, return its URL."""
         self.directory.mkdir(parents=True, exist_ok=True)
         user = self._system_user()
+        self.stop()  # a postmaster left by an interrupted start must not hold the data directory
         if not (self.data / "PG_VERSION").exists():
-            self.data.mkdir(exist_ok=True)
-            if user:
-                self._give_to(user)
-            init = ["--auth=trust", "-U", "postgres", "--encoding=UTF8", "--no-locale"]
-            if not self.durable:
-                init.append("--no-sync")
-            self._run(user, "initdb", "-D", str(self.data), *init)
+            self._initialise(user)
         port = free_port()
         options = [f"-p {port}", "-h 127.0.0.1", "-c unix_socket_directories=''"]
         options += ["-c max_connections=300"]
@@ -185,17 +204,37 @@ class EmbeddedPostgres:
             # A test run's cluster: nothing in it must survive a crash, so skip the disk flushes.
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         log = self.directory / "postgres.log"
-        self._run(
-            user, "pg_ctl", "-D", str(self.data), "-l", str(log), "-o", " ".join(options),
-            "-w", "-t", str(int(_START_DEADLINE)), "start",
-        )  # fmt: skip
         url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-        pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        if not postgres_version(url, timeout=5):
-            msg = f"embedded PostgreSQL started but does not answer at {url}; see {log}"
-            raise RuntimeError(msg)
-        _State(url=url, pid=pid).write(self._state_file)
+        try:
+            self._run(
+                user, "pg_ctl", "-D", str(self.data), "-l", str(log), "-o", " ".join(options),
+                "-w", "-t", str(int(_START_DEADLINE)), "start",
+            )  # fmt: skip
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            _State.of(url, pid).write(self._state_file)
+            if not postgres_version(url, timeout=5):
+                msg = f"embedded PostgreSQL started but does not answer at {url}; see {log}"
+                raise RuntimeError(msg)
+        except BaseException:
+            self.stop()
+            raise
         return url
+
+    def _initialise(self, user: str | None) -> None:
+        # initdb into a side directory renamed on success: an interrupted initdb must not leave a
+        # data directory that looks initialised (PG_VERSION is written early).
+        partial = self.directory / "data.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(self.data, ignore_errors=True)
+        partial.mkdir()
+        if user:
+            uid, gid = _ids(user)
+            os.chown(partial, uid, gid)
+        init = ["--auth=trust", "-U", "postgres", "--encoding=UTF8", "--no-locale"]
+        if not self.durable:
+            init.append("--no-sync")
+        self._run(user, "initdb", "-D", str(partial), *init)
+        partial.rename(self.data)
 
     def stop(self) -> None:
         """Stop this directory's cluster, if one runs."""
@@ -243,8 +282,6 @@ class EmbeddedPostgres:
     def _give_to(self, user: str) -> None:
         uid, gid = _ids(user)
         os.chown(self.directory, uid, gid)
-        if self.data.exists():
-            os.chown(self.data, uid, gid)
 
 
 def _postgres_binaries() -> Path:

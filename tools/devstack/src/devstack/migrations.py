@@ -2,8 +2,10 @@
 
 Running every service's ``migrate`` costs a Python start and the service's imports each time,
 most of ``make run``'s start on a synced checkout, to learn that the schemas are at head. This
-records, after a successful migration, a fingerprint of every migration file and the version
-each ``alembic_version`` table in the database holds. The next start skips the commands only if
+records, after a successful migration, a fingerprint of every migration file (and of the
+``*_SCHEMA`` settings) and the versions each ``alembic_version`` table in the database holds,
+keyed by the cluster's system identifier and the database name (an embedded server's port changes
+from run to run). The next start skips the commands only if
 both are unchanged: a new migration, an edited one, a dropped schema or a database reset by hand
 all make the commands run again.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import asyncpg
@@ -27,8 +30,11 @@ class MigrationRecord:
         self.migration_dirs = migration_dirs
 
     def fingerprint(self) -> str:
-        """A digest of every migration file's name and content."""
+        """A digest of every migration file's name and content, and the schema settings."""
         digest = hashlib.sha256()
+        # A service told to migrate another schema (ARCHIVER's DATABASE_SCHEMA) must migrate.
+        for name in sorted(n for n in os.environ if n.endswith("_SCHEMA")):
+            digest.update(f"{name}={os.environ[name]}\n".encode())
         for directory in sorted(self.migration_dirs):
             for file in sorted(directory.rglob("*")):
                 if file.is_file() and "__pycache__" not in file.parts:
@@ -38,21 +44,22 @@ class MigrationRecord:
 
     async def is_current(self, database_url: str) -> bool:
         """True when the files and the database's versions are what the last migration left."""
-        entry = self._read().get(database_url)
-        if not entry or entry.get("fingerprint") != self.fingerprint():
-            return False
         try:
-            return bool(entry.get("versions") == await _versions(database_url))
-        except (OSError, asyncpg.PostgresError):
+            identity, versions = await _identity_and_versions(database_url)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
+        entry = self._read().get(identity)
+        return bool(
+            entry
+            and entry.get("fingerprint") == self.fingerprint()
+            and entry.get("versions") == versions
+        )
 
     async def remember(self, database_url: str) -> None:
         """Record the state a successful migration left."""
+        identity, versions = await _identity_and_versions(database_url)
         records = self._read()
-        records[database_url] = {
-            "fingerprint": self.fingerprint(),
-            "versions": await _versions(database_url),
-        }
+        records[identity] = {"fingerprint": self.fingerprint(), "versions": versions}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(records, indent=1))
 
@@ -64,10 +71,13 @@ class MigrationRecord:
         return data if isinstance(data, dict) else {}
 
 
-async def _versions(database_url: str) -> dict[str, str]:
-    """Every schema's ``alembic_version`` row, e.g. ``{"notes": "0003", "archiver": "0001"}``."""
+async def _identity_and_versions(database_url: str) -> tuple[str, dict[str, str]]:
+    """The database (cluster id and name, stable across ports) and its schemas' alembic versions."""
     connection = await asyncpg.connect(database_url, timeout=5)
     try:
+        identity = await connection.fetchval(
+            "SELECT system_identifier::text || '/' || current_database() FROM pg_control_system()"
+        )
         schemas = await connection.fetch(
             "SELECT table_schema FROM information_schema.tables"
             " WHERE table_name = 'alembic_version' ORDER BY 1"
@@ -76,8 +86,8 @@ async def _versions(database_url: str) -> dict[str, str]:
         for row in schemas:
             schema = row["table_schema"]
             quoted = '"' + schema.replace('"', '""') + '"'
-            query = f"SELECT version_num FROM {quoted}.alembic_version"  # noqa: S608
+            query = f"SELECT string_agg(version_num, ',' ORDER BY version_num) FROM {quoted}.alembic_version"  # noqa: E501, S608
             versions[schema] = str(await connection.fetchval(query))
-        return versions
+        return str(identity), versions
     finally:
         await connection.close()

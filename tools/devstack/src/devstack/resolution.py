@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -127,10 +128,16 @@ class ServerStack:
 
     def close(self) -> None:
         """Stop the embedded servers this stack started (or adopted); delete throw-away files."""
-        while self._stops:
-            self._stops.pop()()
-        if self.throwaway:
-            shutil.rmtree(self.home, ignore_errors=True)
+        try:
+            while self._stops:
+                stop = self._stops.pop()
+                try:
+                    stop()
+                except Exception as error:  # the other servers must still be stopped
+                    print(f"devstack: stopping a server failed: {error}", file=sys.stderr)
+        finally:
+            if self.throwaway:
+                shutil.rmtree(self.home, ignore_errors=True)
 
     def __enter__(self) -> ServerStack:
         return self
@@ -164,9 +171,10 @@ class ServerStack:
         origin = "embedded (throw-away)" if self.throwaway else f"embedded ({self.home.name}/)"
         url = embedded.running()
         if url is None:
-            url = embedded.start()
-            self._started.append(embedded.name)
+            # Registered first: whatever an interrupted start left is stopped on close.
             self._stops.append(embedded.stop)
+            self._started.append(embedded.name)
+            url = embedded.start()
         elif self.adopt:
             self._stops.append(embedded.stop)
         return Choice(url, origin, version_of(url))

@@ -32,6 +32,9 @@ _CURL_NOTE = (
     '-d \'{"title": "hello", "body": "first note"}\''
 )
 _READY_DEADLINE = 90.0
+# asyncio's default of 64 KiB per line would end the relay at the first long log line (a big
+# traceback), and the process would then block on a full pipe.
+_LINE_LIMIT = 16 * 1024 * 1024
 _STOP_GRACE = 30.0
 
 
@@ -70,9 +73,11 @@ class Supervisor:
     async def run(self, started: float) -> int:
         """Migrate, start, wait for readiness, print the block, then supervise; the exit code."""
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(signum, self._stopping.set)
         try:
+            if not self._ports_free():
+                return 1
             if not await self._migrate():
                 return 1
             await self._start_all()
@@ -89,6 +94,16 @@ class Supervisor:
         if self.interactive and env["LOG_FORMAT"] == "console" and "NO_COLOR" not in env:
             env.setdefault("FORCE_COLOR", "1")  # the child's stdout is our pipe, not a terminal
         return env
+
+    def _ports_free(self) -> bool:
+        """False (and says which) when a port a process needs already answers."""
+        ports = [(p.name, port) for s in self.services for p in s.processes
+                 for port in (p.ops_port, p.port) if port is not None]  # fmt: skip
+        taken = [f"{name} :{port}" for name, port in ports if _port_open(port)]
+        if taken:
+            self._say(f"ports in use: {', '.join(taken)} (another `make run`, the compose stack?); "
+                      "DEVSTACK_PORT_OFFSET moves them")  # fmt: skip
+        return not taken
 
     def _command(self, command: tuple[str, ...]) -> list[str]:
         return [str(self.bin_dir / command[0]), *command[1:]]
@@ -134,6 +149,7 @@ class Supervisor:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
+                limit=_LINE_LIMIT,
                 # A session of its own: Ctrl-C reaches only this supervisor, which stops the
                 # processes in order and then the servers they use.
                 start_new_session=True,
@@ -147,8 +163,15 @@ class Supervisor:
             self.running.append(running)
 
     async def _relay(self, running: _Running) -> None:
-        assert running.child.stdout is not None
-        async for line in running.child.stdout:
+        stream = running.child.stdout
+        assert stream is not None
+        while True:
+            try:
+                line = await stream.readline()
+            except ValueError:  # longer than the limit: pass it on in pieces, keep reading
+                line = await stream.read(_LINE_LIMIT)
+            if not line:
+                return
             self.out.write(running.prefix + line.decode(errors="replace"))
             self.out.flush()
 
