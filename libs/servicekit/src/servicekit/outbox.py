@@ -49,6 +49,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateSchema
+from sqlalchemy.sql.elements import ColumnElement
 
 from contracts.envelope import Event
 from servicekit.durability import DurabilityGuard, DurabilityPolicy
@@ -166,6 +167,12 @@ class _Pending(NamedTuple):
     headers: dict[str, Any]
 
 
+def _pending_columns(table: Table) -> tuple[ColumnElement[Any], ...]:
+    """The columns a relayed row is read with, in ``_Pending``'s field order."""
+    c = table.c
+    return (c.id, c.aggregate_id, c.stream, c.event_id, c.payload, c.headers)
+
+
 class OutboxRelay:
     """Publishes committed outbox rows to Redis Streams, in order per aggregate.
 
@@ -231,14 +238,7 @@ class OutboxRelay:
         async with self._engine.begin() as connection:
             batch = (
                 await connection.execute(
-                    select(
-                        table.c.id,
-                        table.c.aggregate_id,
-                        table.c.stream,
-                        table.c.event_id,
-                        table.c.payload,
-                        table.c.headers,
-                    )
+                    select(*_pending_columns(table))
                     .where(table.c.published_at.is_(None))
                     .order_by(table.c.id)
                     .limit(self._batch_size)
@@ -364,14 +364,7 @@ class OutboxRelay:
         ``published_at``; the window is measured on PostgreSQL's clock, which set that column.
         """
         table = self._table
-        columns = (
-            table.c.id,
-            table.c.aggregate_id,
-            table.c.stream,
-            table.c.event_id,
-            table.c.payload,
-            table.c.headers,
-        )
+        columns = _pending_columns(table)
         async with self._engine.connect() as connection:
             cutoff = (await connection.execute(select(func.now() - since))).scalar_one()
         replayed, after = 0, 0

@@ -114,16 +114,10 @@ async def unread_entries(
     start = await _last_delivered_id(redis, key, group)
     if start == "+":
         return
-    start = f"({start}"
-    while True:
-        entries: Any = await redis.xrange(key, min=start, max="+", count=page)
-        for entry_id, fields in entries:
-            job_id = job_id_of(fields)
-            if job_id is not None and not _for_other_group(fields, group):
-                yield HeldEntry(job_id, stream, group, entry_id.decode(), Holding.UNREAD)
-        if len(entries) < page:
-            return
-        start = f"({entries[-1][0].decode()}"
+    async for entry_id, fields in _entries_after(redis, key, f"({start}", page):
+        job_id = job_id_of(fields)
+        if job_id is not None and not _for_other_group(fields, group):
+            yield HeldEntry(job_id, stream, group, entry_id, Holding.UNREAD)
 
 
 async def pending_entries(
@@ -159,20 +153,26 @@ async def dead_lettered_entries(
     redis: Redis, keys: StreamKeys, stream: str, group: str, *, page: int = 500
 ) -> AsyncIterator[HeldEntry]:
     """Yield the job entries ``group`` dead-lettered from ``stream``, with the reason."""
-    key = keys.dead_letters(stream)
-    start = "-"
+    async for entry_id, fields in _entries_after(redis, keys.dead_letters(stream), "-", page):
+        recorded = fields.get(b"group")
+        job_id = job_id_of(fields)
+        if job_id is None or (recorded is not None and recorded.decode() != group):
+            continue
+        reason = (
+            f"{fields.get(b'error_class', b'').decode()}: "
+            f"{fields.get(b'error_message', b'').decode()}"
+        )
+        yield HeldEntry(job_id, stream, group, entry_id, Holding.DEAD_LETTERED, reason)
+
+
+async def _entries_after(
+    redis: Redis, key: str, start: str, page: int
+) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
+    """Every entry of ``key`` from ``start`` on, read ``page`` at a time."""
     while True:
         entries: Any = await redis.xrange(key, min=start, max="+", count=page)
         for entry_id, fields in entries:
-            recorded = fields.get(b"group")
-            job_id = job_id_of(fields)
-            if job_id is None or (recorded is not None and recorded.decode() != group):
-                continue
-            reason = (
-                f"{fields.get(b'error_class', b'').decode()}: "
-                f"{fields.get(b'error_message', b'').decode()}"
-            )
-            yield HeldEntry(job_id, stream, group, entry_id.decode(), Holding.DEAD_LETTERED, reason)
+            yield entry_id.decode(), fields
         if len(entries) < page:
             return
         start = f"({entries[-1][0].decode()}"
