@@ -7,15 +7,19 @@ from contracts import (
     CONSUMER_GROUPS,
     EVENT_TYPES,
     KNOWN_STREAMS,
+    NOTES_CREATED,
     PRIORITY_WEIGHTS,
     JobType,
+    NoteArchived,
     Priority,
+    ScheduleFired,
     Service,
     dead_letter_stream,
     groups_for,
     job_stream,
     job_streams,
 )
+from contracts.groups import _reads
 
 
 def test_job_stream_names_carry_type_and_priority() -> None:
@@ -65,10 +69,24 @@ def test_catalogue_streams_are_known_streams() -> None:
     assert {s for spec in CATALOGUE for s in spec.streams} <= KNOWN_STREAMS
 
 
-def test_catalogued_consumers_have_a_group_on_each_stream_and_vice_versa() -> None:
+def test_the_catalogue_reads_its_consumers_from_the_declared_groups() -> None:
+    by_type = {spec.event: spec for spec in CATALOGUE}
+    assert by_type[NoteArchived].consumers == (Service.NOTES_API_WORKER,)
+    assert by_type[ScheduleFired].consumers == ()  # observability only: no group reads it
     catalogued = {(s, c) for spec in CATALOGUE for s in spec.streams for c in spec.consumers}
-    declared = {(g.stream, g.service) for g in CONSUMER_GROUPS}
-    assert catalogued == declared
+    assert catalogued == {(g.stream, g.service) for g in CONSUMER_GROUPS}
+
+
+def test_a_service_may_read_one_stream_in_several_isolated_groups() -> None:
+    isolated = (
+        *_reads(Service.FANOUT, "index_note", NOTES_CREATED, group="fanout.index"),
+        *_reads(Service.FANOUT, "notify_owner", NOTES_CREATED, group="fanout.notify"),
+    )
+    assert [(g.stream, g.group, g.handler) for g in isolated] == [
+        (NOTES_CREATED, "fanout.index", "index_note"),
+        (NOTES_CREATED, "fanout.notify", "notify_owner"),
+    ]
+    assert {g.group for g in _reads(Service.ARCHIVER, "h", NOTES_CREATED)} == {"archiver"}
 
 
 def test_groups_for_a_service_lists_only_its_groups() -> None:

@@ -5,7 +5,7 @@ from typing import Any
 
 from contracts import streams
 from contracts.envelope import Event
-from contracts.groups import Service
+from contracts.groups import CONSUMER_GROUPS, Service
 from contracts.jobs import (
     ArchiveRequested,
     BulkArchiveChunk,
@@ -42,8 +42,13 @@ class EventSpec:
     event: type[Event]
     streams: tuple[str, ...]
     producers: tuple[Service, ...]
-    consumers: tuple[Service, ...]
     purpose: str
+
+    @property
+    def consumers(self) -> tuple[Service, ...]:
+        """Services with a consumer group on one of the event's streams (from contracts.groups)."""
+        reading = {g.service for g in CONSUMER_GROUPS if g.stream in self.streams}
+        return tuple(s for s in Service if s in reading)
 
     @property
     def type_name(self) -> str:
@@ -57,49 +62,48 @@ _RUNTIME = (_ARCHIVER, _FANOUT)  # services whose job runtime emits attempt even
 
 
 def _lifecycle(event: type[Event], producers: tuple[Service, ...], purpose: str) -> EventSpec:
-    return EventSpec(event, (streams.JOBS_LIFECYCLE,), producers, (_WORKER,), purpose)
+    return EventSpec(event, (streams.JOBS_LIFECYCLE,), producers, purpose)
 
 
 CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(
-        NoteCreated, (streams.NOTES_CREATED,), (_API,), (_ARCHIVER,),
+        NoteCreated, (streams.NOTES_CREATED,), (_API,),
         "A note was created; carries the full note.",
     ),
     EventSpec(
-        NoteUpdated, (streams.NOTES_UPDATED,), (_API,), (_ARCHIVER,),
+        NoteUpdated, (streams.NOTES_UPDATED,), (_API,),
         "A note changed; carries the new full note.",
     ),
     EventSpec(
-        NoteDeleted, (streams.NOTES_DELETED,), (_API,), (_ARCHIVER,),
+        NoteDeleted, (streams.NOTES_DELETED,), (_API,),
         "A note was deleted; carries its last state.",
     ),
     EventSpec(
-        NoteArchived, (streams.NOTES_ARCHIVED,), (_ARCHIVER,), (_WORKER,),
+        NoteArchived, (streams.NOTES_ARCHIVED,), (_ARCHIVER,),
         "Result of an archive job: a version was frozen.",
     ),
     EventSpec(
-        NoteCopyCompleted, (streams.NOTES_COPY_COMPLETED,), (_ARCHIVER,), (_WORKER,),
+        NoteCopyCompleted, (streams.NOTES_COPY_COMPLETED,), (_ARCHIVER,),
         "Result of a copy job: the content of the new note.",
     ),
     EventSpec(
-        ArchiveRequested, job_streams(JobType.ARCHIVE), (_API, _FANOUT, _SCHEDULER), (_ARCHIVER,),
+        ArchiveRequested, job_streams(JobType.ARCHIVE), (_API, _FANOUT, _SCHEDULER),
         "Archive job: freeze a version of a note.",
     ),
     EventSpec(
-        CopyRequested, job_streams(JobType.COPY), (_API, _SCHEDULER), (_ARCHIVER,),
+        CopyRequested, job_streams(JobType.COPY), (_API, _SCHEDULER),
         "Copy job: copy a stored version into a new note.",
     ),
     EventSpec(
         BulkArchiveChunk, job_streams(JobType.BULK_ARCHIVE_CHUNK), (_API, _WORKER),
-        (_FANOUT,),
         "Up to 1,000 resolved (note, version) pairs of a bulk archive.",
     ),
     EventSpec(
-        DelayedJobRequested, (streams.JOBS_DELAYED,), (_API,), (_SCHEDULER,),
+        DelayedJobRequested, (streams.JOBS_DELAYED,), (_API,),
         "Publish a job request on its stream when due.",
     ),
     EventSpec(
-        DelayedJobCancelled, (streams.JOBS_DELAYED,), (_API,), (_SCHEDULER,),
+        DelayedJobCancelled, (streams.JOBS_DELAYED,), (_API,),
         "Drop a delayed job that is not yet due.",
     ),
     _lifecycle(JobStarted, _RUNTIME, "An attempt of a job began."),
@@ -111,16 +115,15 @@ CATALOGUE: tuple[EventSpec, ...] = (
     _lifecycle(JobProgress, (_WORKER,), "A parent job's child counts changed."),
     _lifecycle(JobCompleted, (_WORKER,), "A parent job finished, with final counts."),
     EventSpec(
-        ScheduleFired, (streams.SCHEDULES_FIRED,), (_SCHEDULER,), (),
+        ScheduleFired, (streams.SCHEDULES_FIRED,), (_SCHEDULER,),
         "A schedule ticked (audit and observability).",
     ),
     EventSpec(
-        AutoArchiveRequested, (streams.COMMANDS_AUTO_ARCHIVE,), (_SCHEDULER,), (_WORKER,),
+        AutoArchiveRequested, (streams.COMMANDS_AUTO_ARCHIVE,), (_SCHEDULER,),
         "Bulk-archive notes not updated for N days.",
     ),
     EventSpec(
         PurgeExpiredIdempotencyKeys, (streams.COMMANDS_PURGE_IDEMPOTENCY_KEYS,), (_SCHEDULER,),
-        (_WORKER,),
         "Delete expired idempotency records.",
     ),
 )  # fmt: skip

@@ -1,4 +1,9 @@
-"""The platform's services and the (stream, consumer group) pairs each one reads."""
+"""The platform's services and the (stream, consumer group) pairs each one reads.
+
+This is the one declaration of the topology: the runtime creates these groups and never trims a
+stream past what one of them still needs, the catalogue's consumers are derived from it, and each
+service's tests check that its routes are exactly its rows here.
+"""
 
 from dataclasses import dataclass
 from enum import StrEnum
@@ -25,13 +30,21 @@ class ConsumerGroup:
     stream: str
     group: str
     service: Service
-    handler_hint: str
-    """Name of the handler that serves the stream (documentation, not a lookup key)."""
+    handler: str
+    """Name of the handler function that serves the stream in this group.
+
+    A service's tests hold its routes to these rows (``servicekit.testing.assert_routes_declared``),
+    so a route nobody declared, or a declared group nobody serves, fails the build.
+    """
 
 
-def _reads(service: Service, handler_hint: str, *stream_names: str) -> tuple[ConsumerGroup, ...]:
-    # Every service uses one group, named after itself, on every stream it reads.
-    return tuple(ConsumerGroup(s, str(service), service, handler_hint) for s in stream_names)
+def _reads(
+    service: Service, handler: str, *stream_names: str, group: str | None = None
+) -> tuple[ConsumerGroup, ...]:
+    # A service's groups are named after it unless it runs several isolated handlers on one stream
+    # (each then needs a group of its own, so one handler's failures never hold back another's).
+    name = group or str(service)
+    return tuple(ConsumerGroup(s, name, service, handler) for s in stream_names)
 
 
 CONSUMER_GROUPS: tuple[ConsumerGroup, ...] = (

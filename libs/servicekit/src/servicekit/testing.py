@@ -15,16 +15,22 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from contracts import Service, groups_for
+
+if TYPE_CHECKING:
+    from servicekit.jobs.routing import JobRouter, Route
+
 __all__ = [
+    "assert_routes_declared",
     "create_database",
     "database_url",
     "drop_database",
@@ -142,3 +148,29 @@ async def eventually(probe: Callable[[], Any], within: float = 15.0, every: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within} s")
         await asyncio.sleep(every)
+
+
+def assert_routes_declared(routes: JobRouter | Iterable[Route], service: Service | str) -> None:
+    """Fail unless ``routes`` read exactly the (stream, group, handler) rows contracts declares.
+
+    contracts is the topology's one declaration: the runtime creates its groups and trims no
+    stream past what one of them needs. A route it does not list could lose entries to trimming;
+    a listed group nobody serves would hold its stream's entries forever. Every service's tests
+    call this with its router(s).
+    """
+    served = {
+        (stream.name, route.group, route.name)
+        for route in getattr(routes, "routes", routes)
+        for stream in route.streams
+    }
+    declared = {(g.stream, g.group, g.handler) for g in groups_for(service)}
+    problems = [
+        *(f"route not declared in contracts.groups: {row}" for row in sorted(served - declared)),
+        *(
+            f"declared in contracts.groups, no route serves it: {row}"
+            for row in sorted(declared - served)
+        ),
+    ]
+    assert not problems, f"{Service(service)} routes disagree with contracts.groups:\n" + "\n".join(
+        problems
+    )
