@@ -81,11 +81,10 @@ def _decode(
     if event_type is None:
         readable = ", ".join(repr(name) for name in accepted)
         raise UndecodableEntry(f"unknown event type {declared!r} (this route reads {readable})")
-    expected = declared
     try:
         return event_type.model_validate(body), headers
     except ValidationError as exc:
-        raise UndecodableEntry(f"invalid {expected}: {exc.errors(include_url=False)}") from exc
+        raise UndecodableEntry(f"invalid {declared}: {exc.errors(include_url=False)}") from exc
 
 
 class EntryDecoder:

@@ -135,10 +135,6 @@ class Worker:
         streams = [*self.maintenance.streams, *self.maintenance.unread_streams]
         await migrate_keys(self.redis, self.keys, streams)
 
-    async def check_redis(self) -> None:
-        """Readiness check: Redis answers."""
-        await self.redis.ping()
-
     async def run(self, stop: asyncio.Event) -> int:
         """Consume until ``stop``; return the process exit code (non-zero if a group vanished)."""
         await self.ensure_groups()
