@@ -11,8 +11,8 @@ A service keeps only its revision scripts (a package such as ``archiver.migratio
 
 A revision script reads the target schema from ``context.config.attributes["schema"]``, so one
 set of scripts serves any ``DATABASE_SCHEMA`` (tests migrate a schema of their own).
-Everything commits together, or nothing does. A revision that must run outside a transaction
-(``CREATE INDEX CONCURRENTLY``) needs ``op.get_context().autocommit_block()``.
+Everything commits together, or nothing does (and the lock is held until then), so a statement
+PostgreSQL refuses inside a transaction (``CREATE INDEX CONCURRENTLY``) cannot be a revision here.
 """
 
 from __future__ import annotations
