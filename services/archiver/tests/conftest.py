@@ -15,13 +15,13 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from archiver import migrations
 from archiver.handlers import router
 from archiver.store import SCHEMA, ArchiveStore
 from contracts import ArchiveRequested, CopyRequested, Event
 from contracts.notes import NoteCreated, NoteDeleted, NoteSnapshot, NoteUpdated
 from servicekit import OutboxRelay, ServiceSettings, StreamKeys, asyncpg_url, setup_telemetry
 from servicekit.jobs import Worker, decode_entry
+from servicekit.migrations import migrate
 
 E = TypeVar("E", bound=Event)
 OWNER = "alice"
@@ -81,8 +81,8 @@ FAST = {"block_ms": 50, "backoff_base": 0.05, "backoff_cap": 0.5, "jitter": 0.0}
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on a fresh database that `archiver migrate` has brought to head."""
+    await migrate(ServiceSettings(database_url=database_url), SCHEMA, "archiver.migrations")
     engine = create_async_engine(asyncpg_url(database_url))
-    await migrations.migrate(engine, SCHEMA)
     yield engine
     await engine.dispose()
 

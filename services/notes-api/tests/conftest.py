@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notes_api.app import create_app
 from notes_api.auth import create_key
-from notes_api.migrations import migrate
-from notes_api.settings import NotesApiSettings
+from notes_api.settings import SCHEMA, NotesApiSettings
 from servicekit import create_database_engine, setup_telemetry
+from servicekit.migrations import migrate
 from servicekit.testing import create_database, drop_database, fresh_database
 
 
@@ -24,7 +24,8 @@ from servicekit.testing import create_database, drop_database, fresh_database
 def template_database(postgres_admin_url: str) -> Iterator[str]:
     """One migrated database per session; each test gets a copy (much faster than migrating)."""
     name = f"notes_tpl_{uuid.uuid4().hex[:12]}"
-    migrate(asyncio.run(create_database(postgres_admin_url, name)))
+    url = asyncio.run(create_database(postgres_admin_url, name))
+    asyncio.run(migrate(NotesApiSettings(database_url=url), SCHEMA, "notes_api.migrations"))
     yield name
     asyncio.run(drop_database(postgres_admin_url, name))
 

@@ -2,7 +2,6 @@
 
 import asyncio
 
-from archiver import migrations
 from archiver.handlers import router
 from archiver.settings import ArchiverSettings
 from archiver.store import ArchiveStore
@@ -17,6 +16,7 @@ from servicekit import (
     run_worker,
     setup_telemetry,
 )
+from servicekit.migrations import migrate as migrate_schema
 
 
 async def run(settings: ArchiverSettings, stop: asyncio.Event) -> int:
@@ -55,9 +55,5 @@ async def run(settings: ArchiverSettings, stop: asyncio.Event) -> int:
 async def migrate(settings: ArchiverSettings) -> int:
     """Apply the database migrations; return the exit code."""
     setup_telemetry(settings).shutdown()  # logging, so alembic's lines are JSON too
-    engine = create_database_engine(settings)
-    try:
-        await migrations.migrate(engine, settings.database_schema)
-    finally:
-        await engine.dispose()
+    await migrate_schema(settings, settings.database_schema, "archiver.migrations")
     return 0

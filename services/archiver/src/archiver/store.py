@@ -1,5 +1,7 @@
 """The archiver's one adapter: note versions and frozen snapshots in its PostgreSQL schema.
 
+The tables are the SQLModel classes in ``archiver.tables``; the statements here are written
+against them and run on the handler transaction's connection (Core, no ORM session).
 Every write happens in a :class:`ArchiveTransaction`, which is servicekit's handler transaction:
 the effect, the inbox row of the event being handled and the events it emits commit together.
 """
@@ -14,69 +16,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    PrimaryKeyConstraint,
-    Table,
-    Text,
-    Uuid,
-    func,
-    select,
-)
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
 
-from contracts import Event
+from archiver.tables import SCHEMA, NoteVersionRow, SnapshotRow
+from contracts import Event, Service
 from contracts.notes import NoteCreated, NoteDeleted, NoteUpdated
 from servicekit import HandlerTransaction, handler_transaction
 
-SCHEMA = "archiver"
-GROUP = "archiver"
+GROUP = str(Service.ARCHIVER)
+"""The consumer group whose inbox the store's transactions record (the handlers' router's)."""
 
 NoteChange = NoteCreated | NoteUpdated | NoteDeleted
-
-# Tables are declared in schema "archiver"; a deployment with another DATABASE_SCHEMA maps it
-# with SQLAlchemy's schema_translate_map (see ArchiveStore).
-metadata = MetaData(schema=SCHEMA)
-
-note_versions = Table(
-    "note_versions",
-    metadata,
-    Column("note_id", Uuid, nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("owner_id", Text, nullable=False),
-    Column("title", Text, nullable=False),
-    Column("body", Text, nullable=False),
-    Column("tags", ARRAY(Text), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("deleted", Boolean, nullable=False),
-    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("note_id", "version"),
-)
-"""Every version of every note, as the note events carried it; ``deleted`` marks a deletion."""
-
-snapshots = Table(
-    "snapshots",
-    metadata,
-    Column("note_id", Uuid, nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("owner_id", Text, nullable=False),
-    Column("title", Text, nullable=False),
-    Column("body", Text, nullable=False),
-    Column("tags", ARRAY(Text), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("checksum", Text, nullable=False),
-    Column("job_id", Uuid, nullable=False),
-    Column("archived_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    PrimaryKeyConstraint("note_id", "version"),
-)
-"""Archived versions, frozen once; ``job_id`` is the job that froze it first."""
 
 
 def content_checksum(title: str, body: str, tags: list[str]) -> str:
@@ -127,7 +80,7 @@ class ArchiveTransaction:
         """Keep the note as the event carried it; a deletion marks its version deleted."""
         note = change.note
         deleted = isinstance(change, NoteDeleted)
-        statement = insert(note_versions).values(
+        statement = insert(NoteVersionRow).values(
             note_id=change.note_id,
             version=change.version,
             owner_id=change.owner_id,
@@ -138,31 +91,32 @@ class ArchiveTransaction:
             updated_at=note.updated_at,
             deleted=deleted,
         )
+        key = [col(NoteVersionRow.note_id), col(NoteVersionRow.version)]
         # Created/updated and deleted may arrive in any order for the same version: the
         # deletion wins either way.
         if deleted:
             statement = statement.on_conflict_do_update(
-                index_elements=["note_id", "version"], set_={"deleted": True}
+                index_elements=key, set_={col(NoteVersionRow.deleted): True}
             )
         else:
-            statement = statement.on_conflict_do_nothing(index_elements=["note_id", "version"])
+            statement = statement.on_conflict_do_nothing(index_elements=key)
         await self._tx.connection.execute(statement)
 
     async def find_note(self, note_id: UUID, version: int) -> StoredNote | None:
         """Return what is stored about ``note_id`` and its ``version``; None if nothing arrived."""
         summary = (
             await self._tx.connection.execute(
-                select(note_versions.c.owner_id, func.bool_or(note_versions.c.deleted))
-                .where(note_versions.c.note_id == note_id)
-                .group_by(note_versions.c.owner_id)
+                select(NoteVersionRow.owner_id, func.bool_or(NoteVersionRow.deleted))
+                .where(NoteVersionRow.note_id == note_id)
+                .group_by(col(NoteVersionRow.owner_id))
             )
         ).first()
         if summary is None:
             return None
         row = (
             await self._tx.connection.execute(
-                select(note_versions).where(
-                    note_versions.c.note_id == note_id, note_versions.c.version == version
+                select(NoteVersionRow).where(
+                    NoteVersionRow.note_id == note_id, NoteVersionRow.version == version
                 )
             )
         ).first()
@@ -183,7 +137,7 @@ class ArchiveTransaction:
     async def freeze_snapshot(self, version: NoteVersion, *, job_id: UUID) -> None:
         """Store ``version`` as archived; a no-op if that version was frozen before."""
         await self._tx.connection.execute(
-            insert(snapshots)
+            insert(SnapshotRow)
             .values(
                 note_id=version.note_id,
                 version=version.version,
@@ -196,7 +150,9 @@ class ArchiveTransaction:
                 checksum=version.checksum,
                 job_id=job_id,
             )
-            .on_conflict_do_nothing(index_elements=["note_id", "version"])
+            .on_conflict_do_nothing(
+                index_elements=[col(SnapshotRow.note_id), col(SnapshotRow.version)]
+            )
         )
 
     async def emit(self, event: Event, *, stream: str, aggregate_id: str) -> None:

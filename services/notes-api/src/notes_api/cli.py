@@ -10,9 +10,9 @@ import uvicorn
 
 from notes_api.app import create_app
 from notes_api.auth import create_key, revoke_key
-from notes_api.migrations import migrate
-from notes_api.settings import NotesApiSettings
-from servicekit import create_database_engine, run_until_stopped
+from notes_api.settings import SCHEMA, NotesApiSettings
+from servicekit import create_database_engine, run_until_stopped, setup_telemetry
+from servicekit.migrations import migrate
 
 
 def serve(settings: NotesApiSettings) -> int:
@@ -72,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = NotesApiSettings()
     if args.command == "migrate":
-        migrate(settings.require_database_url())
+        setup_telemetry(settings).shutdown()  # logging, so alembic's lines are JSON too
+        asyncio.run(migrate(settings, SCHEMA, "notes_api.migrations"))
         return 0
     if args.command == "create-key":
         return asyncio.run(_create_key(settings, args.owner))
