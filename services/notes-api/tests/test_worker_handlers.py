@@ -209,6 +209,8 @@ class FakeWorkerStore:
         self.purged_before += tx.purged_before
         self.emitted += tx.emitted
 
+    command_transaction = transaction
+
 
 def job(
     owner: str = "alice",

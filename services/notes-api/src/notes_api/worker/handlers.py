@@ -8,11 +8,11 @@ Emits:    a copy's notes.created.v1; a bulk parent's jobs.lifecycle.progress.v1 
 Writes:   schema `notes`: notes (archived flag, copies), jobs, bulk_chunks, idempotency_keys
           (through `WorkerStore`).
 
-Each handler runs in one store transaction (inbox + effect + outbox), so a redelivered event
-changes nothing and emits nothing. No handler raises to route a message: a result of a cancelled
-job, or a lifecycle event about a job that is not ours, is recorded as handled and changes nothing
-(decided in `_result_applies` and `_status_to_record`); a database error propagates and the
-runtime retries it.
+Each handler runs in one store transaction (inbox + effect + outbox; `command_transaction` for
+the scheduled commands), so a redelivered event changes nothing and emits nothing. No handler
+raises to route a message: a result of a cancelled job, or a lifecycle event about a job that is
+not ours, is recorded as handled and changes nothing (decided in `_result_applies` and
+`_status_to_record`); a database error propagates and the runtime retries it.
 """
 
 from typing import Any
@@ -145,7 +145,7 @@ async def auto_archive_notes(event: AutoArchiveRequested, store: WorkerStore) ->
     owner, and the inbox absorbs the same tick from every scheduler replica.
     """
     days, now = event.not_updated_for_days, event.tick_at
-    async with store.transaction(event) as tx:
+    async with store.command_transaction(event) as tx:
         if tx.already_processed:
             return
         if event.owner_id is not None:
@@ -167,7 +167,7 @@ async def purge_expired_idempotency_keys(
     event: PurgeExpiredIdempotencyKeys, store: WorkerStore
 ) -> None:
     """Delete expired idempotency records created before the command's `older_than`."""
-    async with store.transaction(event) as tx:
+    async with store.command_transaction(event) as tx:
         if tx.already_processed:
             return
         purged = await tx.purge_expired_idempotency_keys(event.older_than)

@@ -4,8 +4,9 @@ Every write happens in a :class:`WorkerTransaction`, the unit of work of one han
 effect, the event's inbox row (group `notes-api-worker`) and the events it emits commit together,
 so a redelivery changes nothing. Statements are written against the SQLModel classes of
 `notes_api.models` and run as Core statements on the transaction's connection (no ORM unit of work
-on the hot paths); the bulk-archive helpers shared with the HTTP routes take the transaction's
-session.
+on the hot path: results and lifecycle events). A scheduled command runs in a
+:class:`CommandTransaction` instead, on a session, because it writes through the helpers the HTTP
+routes use (bulk archive, idempotency records).
 
 Job status only moves forward (`notes_api.jobs.moves_forward`); a parent's progress is counted
 from its children's terminal statuses, each child once; every count sends the parent's progress,
@@ -47,7 +48,7 @@ from notes_api.idempotency import purge_expired
 from notes_api.jobs import moves_forward
 from notes_api.models import BulkChunk, Job, Note
 from notes_api.settings import SCHEMA
-from servicekit import HandlerTransaction, get_logger
+from servicekit import HandlerTransaction, get_logger, handler_transaction
 from servicekit.inbox import record_delivery
 
 GROUP = str(Service.NOTES_API_WORKER)
@@ -74,10 +75,9 @@ def _job(row: Any) -> Job:
 class WorkerTransaction:
     """One handler's unit of work on schema `notes`; commits when its block ends."""
 
-    def __init__(self, tx: HandlerTransaction, session: AsyncSession) -> None:
+    def __init__(self, tx: HandlerTransaction) -> None:
         self._tx = tx
         self._connection: AsyncConnection = tx.connection
-        self._session = session
         self.already_processed = tx.already_processed
         """True when the worker's group already handled this event: do nothing and return."""
 
@@ -256,7 +256,24 @@ class WorkerTransaction:
             completed = JobCompleted(**common, status=final)
             await self.emit(completed, stream=JOBS_LIFECYCLE, aggregate_id=str(parent_id))
 
-    # ---- bulk archive and housekeeping commands ------------------------------------------------
+    # ---- events ----------------------------------------------------------------------------------
+
+    async def emit(self, event: Event, *, stream: str, aggregate_id: str) -> None:
+        """Add ``event`` to the outbox; the relay publishes it after commit."""
+        await self._tx.emit(event, stream=stream, aggregate_id=aggregate_id)
+
+
+class CommandTransaction:
+    """One scheduled command's unit of work, on a session.
+
+    It writes through the helpers the HTTP routes use (`bulk.py`, `idempotency.py`), so a tick
+    and a request resolve a filter alike.
+    """
+
+    def __init__(self, session: AsyncSession, *, already_processed: bool) -> None:
+        self._session = session
+        self.already_processed = already_processed
+        """True when the worker's group already handled this command: do nothing and return."""
 
     async def owners_with_notes_to_archive(
         self, tag: str | None, not_updated_for_days: int | None, now: datetime
@@ -280,12 +297,6 @@ class WorkerTransaction:
         """Delete idempotency records that expired and were created before ``older_than``."""
         return await purge_expired(self._session, older_than)
 
-    # ---- events ----------------------------------------------------------------------------------
-
-    async def emit(self, event: Event, *, stream: str, aggregate_id: str) -> None:
-        """Add ``event`` to the outbox; the relay publishes it after commit."""
-        await self._tx.emit(event, stream=stream, aggregate_id=aggregate_id)
-
 
 class WorkerStore:
     """Opens the worker's transactions on schema `notes`."""
@@ -297,14 +308,27 @@ class WorkerStore:
     async def transaction(self, event: Event | None) -> AsyncIterator[WorkerTransaction]:
         """Handle ``event`` once for the worker's group: commit on exit, roll back on error.
 
-        The inbox row is written first, on the session's connection, so a concurrent delivery of
-        the same event waits for this one and then sees ``already_processed``. With ``event``
-        None (the reconciler's own decision) no inbox row is written.
+        Core statements on one connection (no ORM unit of work): results and lifecycle events
+        are the worker's hot path. With ``event`` None (the reconciler's own decision) no inbox
+        row is written.
+        """
+        if event is None:
+            async with self._engine.begin() as connection:
+                yield WorkerTransaction(
+                    HandlerTransaction(connection, SCHEMA, already_processed=False)
+                )
+            return
+        async with handler_transaction(self._engine, schema=SCHEMA, group=GROUP, event=event) as tx:
+            yield WorkerTransaction(tx)
+
+    @asynccontextmanager
+    async def command_transaction(self, event: Event) -> AsyncIterator[CommandTransaction]:
+        """Handle a scheduled command once for the worker's group, in a session's transaction.
+
+        The inbox row is written first, on the session's connection, as `handler_transaction`
+        does: a concurrent delivery of the same command waits, then sees ``already_processed``.
         """
         async with AsyncSession(self._engine) as session, session.begin():
             connection = await session.connection()
-            first = event is None or await record_delivery(
-                connection, SCHEMA, group=GROUP, event_id=event.event_id
-            )
-            tx = HandlerTransaction(connection, SCHEMA, already_processed=not first)
-            yield WorkerTransaction(tx, session)
+            first = await record_delivery(connection, SCHEMA, group=GROUP, event_id=event.event_id)
+            yield CommandTransaction(session, already_processed=not first)
