@@ -10,6 +10,7 @@ import ast
 import inspect
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -151,22 +152,15 @@ class FakeTransaction:
         self.emitted.append((event, stream))
 
 
+@dataclass(frozen=True)
 class Advance:
     """One status move the handler asked the store for."""
 
-    def __init__(
-        self,
-        job_id: UUID,
-        status: JobStatus,
-        attempt: int | None,
-        record: Mapping[str, Any] | None,
-        fields: dict[str, Any],
-    ) -> None:
-        self.job_id, self.status, self.attempt = job_id, status, attempt
-        self.record, self.fields = record, fields
-
-    def __repr__(self) -> str:
-        return f"Advance({self.job_id}, {self.status}, {self.attempt}, {self.fields})"
+    job_id: UUID
+    status: JobStatus
+    attempt: int | None
+    record: Mapping[str, Any] | None
+    fields: dict[str, Any]
 
 
 class FakeWorkerStore:
