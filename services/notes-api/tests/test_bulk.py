@@ -5,6 +5,7 @@ from typing import Any
 from uuid import UUID, uuid4, uuid5
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,11 +22,17 @@ from contracts import (
     job_stream,
 )
 from notes_api.worker.handlers import auto_archive_notes, mark_note_archived, record_job_status
+from notes_api.worker.store import WorkerStore
 
 from .conftest import count, create_note, outbox
 
 CHUNKS = job_stream(JobType.BULK_ARCHIVE_CHUNK, Priority.LOW)
 TICK = datetime(2024, 1, 1, 3, 0, tzinfo=UTC)  # cutoffs count from the tick, not the clock
+
+
+@pytest.fixture
+def store(engine: AsyncEngine) -> WorkerStore:
+    return WorkerStore(engine)
 
 
 async def _old_notes(engine: AsyncEngine, owner: str, n: int, *, days: int, tag: str) -> None:
@@ -59,7 +66,7 @@ async def _parent(engine: AsyncEngine, parent_id: UUID) -> dict[str, Any]:
 
 
 async def test_auto_archive_creates_one_bulk_parent_per_owner_with_matching_notes(
-    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine, store: WorkerStore
 ) -> None:
     await _old_notes(engine, "alice", 1001, days=40, tag="t")
     await _old_notes(engine, "bob", 2, days=40, tag="t")
@@ -67,10 +74,10 @@ async def test_auto_archive_creates_one_bulk_parent_per_owner_with_matching_note
     await _old_notes(engine, "dave", 1, days=40, tag="other")  # not the tag
     await create_note(client, alice, tags=["t"])  # updated now: after the tick, never matches
     tick = _tick(not_updated_for_days=30, tag="t")
-    await auto_archive_notes(tick, engine)
+    await auto_archive_notes(tick, store)
     replica = _tick(not_updated_for_days=30, tag="t")  # the same tick from another replica
     assert replica.event_id == tick.event_id
-    await auto_archive_notes(replica, engine)
+    await auto_archive_notes(replica, store)
     chunks = await _chunks(engine)
     by_owner = {(c.owner_id, c.chunk_no): len(c.items) for c in chunks}
     assert by_owner == {("alice", 0): 1000, ("alice", 1): 1, ("bob", 0): 2}
@@ -87,14 +94,15 @@ async def test_auto_archive_creates_one_bulk_parent_per_owner_with_matching_note
 
 async def test_auto_archive_for_one_owner_without_a_tag_and_no_empty_parents(
     engine: AsyncEngine,
+    store: WorkerStore,
 ) -> None:
     await _old_notes(engine, "alice", 2, days=40, tag="a")
     await _old_notes(engine, "alice", 1, days=40, tag="b")
     await _old_notes(engine, "bob", 5, days=40, tag="a")
-    await auto_archive_notes(_tick(owner_id="alice", not_updated_for_days=30), engine)
+    await auto_archive_notes(_tick(owner_id="alice", not_updated_for_days=30), store)
     [chunk] = await _chunks(engine)
     assert (chunk.owner_id, len(chunk.items)) == ("alice", 3)
-    await auto_archive_notes(_tick(owner_id="erin", not_updated_for_days=1), engine)
+    await auto_archive_notes(_tick(owner_id="erin", not_updated_for_days=1), store)
     assert await count(engine, "jobs") == 1  # an owner with nothing to archive gets no job
 
 
@@ -105,7 +113,7 @@ def _lost(cls: type, chunk: BulkArchiveChunk, **fields: Any) -> Any:
 
 
 async def test_a_dead_chunk_counts_its_items_as_failed_once_and_the_parent_completes(
-    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine, store: WorkerStore
 ) -> None:
     notes = [await create_note(client, alice, tags=["bulk"]) for _ in range(3)]
     response = await client.post("/v1/notes:bulk-archive", json={"tag": "bulk"}, headers=alice)
@@ -115,11 +123,11 @@ async def test_a_dead_chunk_counts_its_items_as_failed_once_and_the_parent_compl
     archived = NoteArchived(producer="archiver", owner_id="alice", note_id=first.note_id,
                             version=1, job_id=bulk_child_job_id(parent, first.note_id),
                             parent_job_id=parent)  # fmt: skip
-    await mark_note_archived(archived, engine)
+    await mark_note_archived(archived, store)
     dead = _lost(JobDeadLettered, chunk, attempts=5, dead_letter_stream=f"{CHUNKS}.dlq",
                  dead_letter_id="1-0")  # fmt: skip
-    await record_job_status(dead, engine)
-    await record_job_status(dead.model_copy(update={"event_id": uuid4()}), engine)  # counted once
+    await record_job_status(dead, store)
+    await record_job_status(dead.model_copy(update={"event_id": uuid4()}), store)  # counted once
     job = (await client.get(f"/v1/jobs/{parent}", headers=alice)).json()
     assert job["progress"] == {"total": 3, "succeeded": 1, "failed": 2, "skipped": 0}
     assert job["status"] == "failed"
@@ -144,19 +152,19 @@ async def test_a_dead_chunk_counts_its_items_as_failed_once_and_the_parent_compl
         "event_id": uuid4(), "note_id": UUID(late["id"]),
         "job_id": bulk_child_job_id(parent, UUID(late["id"])),
     })  # fmt: skip
-    await mark_note_archived(late_archived, engine)
+    await mark_note_archived(late_archived, store)
     job = (await client.get(f"/v1/jobs/{parent}", headers=alice)).json()
     assert job["progress"] == {"total": 3, "succeeded": 1, "failed": 2, "skipped": 0}
 
 
 async def test_a_failed_chunk_of_several_counts_only_its_own_items(
-    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine, store: WorkerStore
 ) -> None:
     await _old_notes(engine, "alice", 1001, days=40, tag="t")
     response = await client.post("/v1/notes:bulk-archive", json={"tag": "t"}, headers=alice)
     parent = response.json()["job_id"]
     _, second = await _chunks(engine)
-    await record_job_status(_lost(JobFailed, second), engine)
+    await record_job_status(_lost(JobFailed, second), store)
     job = (await client.get(f"/v1/jobs/{parent}", headers=alice)).json()
     assert job["progress"] == {"total": 1001, "succeeded": 0, "failed": 1, "skipped": 0}
     assert job["status"] == "running"  # the first chunk's 1,000 children are still to come

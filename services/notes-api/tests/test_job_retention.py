@@ -5,16 +5,23 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import NoteArchived, bulk_child_job_id
 from notes_api.worker.handlers import mark_note_archived
 from notes_api.worker.retention import PurgedJobs, purge_finished_jobs
+from notes_api.worker.store import WorkerStore
 
 from .conftest import count, create_note
 
 KEEP = timedelta(days=30)
+
+
+@pytest.fixture
+def store(engine: AsyncEngine) -> WorkerStore:
+    return WorkerStore(engine)
 
 
 async def _archive(client: httpx.AsyncClient, headers: dict[str, str], tag: str) -> str:
@@ -31,11 +38,11 @@ async def _bulk(client: httpx.AsyncClient, headers: dict[str, str], tag: str, n:
     return UUID(response.json()["job_id"])
 
 
-async def _archive_child(engine: AsyncEngine, parent: UUID, note_id: UUID) -> None:
+async def _archive_child(store: WorkerStore, parent: UUID, note_id: UUID) -> None:
     child = bulk_child_job_id(parent, note_id)
     event = NoteArchived(producer="archiver", owner_id="alice", note_id=note_id, version=1,
                          job_id=child, parent_job_id=parent)  # fmt: skip
-    await mark_note_archived(event, engine)
+    await mark_note_archived(event, store)
 
 
 async def _chunk_notes(engine: AsyncEngine, parent: UUID) -> list[UUID]:
@@ -59,7 +66,7 @@ async def _statuses(engine: AsyncEngine) -> dict[UUID, str]:
 
 
 async def test_jobs_finished_longer_ago_than_the_retention_period_are_purged_with_their_data(
-    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine, store: WorkerStore
 ) -> None:
     old_done = await _archive(client, alice, "a")
     recent_done = await _archive(client, alice, "b")
@@ -69,10 +76,10 @@ async def test_jobs_finished_longer_ago_than_the_retention_period_are_purged_wit
     await _set(engine, "UPDATE notes.jobs SET status = 'running' WHERE id = :c", c=old_running)
     done_bulk = await _bulk(client, alice, "done", 3)
     for note_id in await _chunk_notes(engine, done_bulk):  # every child finishes: parent too
-        await _archive_child(engine, done_bulk, note_id)
+        await _archive_child(store, done_bulk, note_id)
     running_bulk = await _bulk(client, alice, "half", 2)
     finished_child_of_running = (await _chunk_notes(engine, running_bulk))[0]
-    await _archive_child(engine, running_bulk, finished_child_of_running)
+    await _archive_child(store, running_bulk, finished_child_of_running)
     statuses = await _statuses(engine)
     assert statuses[done_bulk] == "succeeded"
     assert statuses[running_bulk] == "running"

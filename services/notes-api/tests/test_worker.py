@@ -4,6 +4,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
+import pytest
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +32,7 @@ from notes_api.worker.handlers import (
     record_job_status,
     router,
 )
+from notes_api.worker.store import WorkerStore
 from servicekit import OutboxRelay, ServiceSettings, StreamKeys, setup_telemetry
 from servicekit.jobs import JobOptions, Worker, publish
 from servicekit.testing import eventually
@@ -38,6 +40,11 @@ from servicekit.testing import eventually
 from .conftest import count, create_note, outbox
 
 ARCHIVE_STREAM = job_stream(JobType.ARCHIVE, Priority.DEFAULT)
+
+
+@pytest.fixture
+def store(engine: AsyncEngine) -> WorkerStore:
+    return WorkerStore(engine)
 
 
 async def _job(client: httpx.AsyncClient, headers: dict[str, str], job_id: str) -> Any:
@@ -60,13 +67,13 @@ def attempt(cls: type, job_id: str, n: int, **fields: Any) -> Any:
 
 
 async def test_an_archive_result_sets_the_flag_and_the_job_succeeded_once(
-    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+    client: httpx.AsyncClient, alice: dict[str, str], store: WorkerStore
 ) -> None:
     note = await create_note(client, alice)
     job_id = await _archive(client, alice, note)
     event = archived(note, job_id)
-    await mark_note_archived(event, engine)
-    await mark_note_archived(event, engine)  # redelivery: the inbox absorbs it
+    await mark_note_archived(event, store)
+    await mark_note_archived(event, store)  # redelivery: the inbox absorbs it
     job = await _job(client, alice, job_id)
     assert job["status"] == "succeeded"
     assert job["result"] == {"note_id": note["id"], "version": 1}
@@ -76,7 +83,7 @@ async def test_an_archive_result_sets_the_flag_and_the_job_succeeded_once(
 
 
 async def test_a_copy_result_inserts_the_copy_once_with_its_created_event(
-    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine, store: WorkerStore
 ) -> None:
     note = await create_note(client, alice, title="source", tags=["t"])
     job_id = (await client.post(f"/v1/notes/{note['id']}/copy", json={}, headers=alice)).json()[
@@ -87,9 +94,9 @@ async def test_a_copy_result_inserts_the_copy_once_with_its_created_event(
         producer="archiver", owner_id="alice", job_id=UUID(job_id), source_note_id=UUID(note["id"]),
         source_version=1, new_note_id=new_id, title="source", body="text", tags=["t"],
     )  # fmt: skip
-    await insert_copied_note(event, engine)
+    await insert_copied_note(event, store)
     redelivered = event.model_copy(update={"event_id": uuid4()})  # a second result event
-    await insert_copied_note(redelivered, engine)
+    await insert_copied_note(redelivered, store)
     job = await _job(client, alice, job_id)
     assert job["status"] == "succeeded"
     assert job["result"] == {"note_id": str(new_id)}
@@ -100,26 +107,26 @@ async def test_a_copy_result_inserts_the_copy_once_with_its_created_event(
 
 
 async def test_lifecycle_events_move_status_forward_only_and_record_attempt_errors(
-    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+    client: httpx.AsyncClient, alice: dict[str, str], store: WorkerStore
 ) -> None:
     note = await create_note(client, alice)
     job_id = await _archive(client, alice, note)
     started_1 = attempt(JobStarted, job_id, 1)
-    await record_job_status(started_1, engine)
+    await record_job_status(started_1, store)
     assert (await _job(client, alice, job_id))["status"] == "running"
     await record_job_status(attempt(JobRetrying, job_id, 1, error_class="TransientError",
                             error_message="version not stored yet",
-                            next_attempt_at=utc_now()), engine)  # fmt: skip
+                            next_attempt_at=utc_now()), store)  # fmt: skip
     assert (await _job(client, alice, job_id))["status"] == "retrying"
     late_start = started_1.model_copy(update={"event_id": uuid4()})  # attempt 1 again, late
-    await record_job_status(late_start, engine)
+    await record_job_status(late_start, store)
     assert (await _job(client, alice, job_id))["status"] == "retrying"
-    await record_job_status(attempt(JobStarted, job_id, 2), engine)
+    await record_job_status(attempt(JobStarted, job_id, 2), store)
     assert (await _job(client, alice, job_id))["status"] == "running"
     await record_job_status(attempt(JobDeadLettered, job_id, 2, attempts=2, error_class="Boom",
                             error_message="gave up", dead_letter_stream=f"{ARCHIVE_STREAM}.dlq",
-                            dead_letter_id="1-0"), engine)  # fmt: skip
-    await record_job_status(attempt(JobStarted, job_id, 3), engine)  # never leaves dead
+                            dead_letter_id="1-0"), store)  # fmt: skip
+    await record_job_status(attempt(JobStarted, job_id, 3), store)  # never leaves dead
     job = await _job(client, alice, job_id)
     assert job["status"] == "dead"
     assert job["error"] == "Boom: gave up"
@@ -130,19 +137,19 @@ async def test_lifecycle_events_move_status_forward_only_and_record_attempt_erro
 
 
 async def test_a_cancelled_jobs_result_changes_nothing(
-    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+    client: httpx.AsyncClient, alice: dict[str, str], store: WorkerStore
 ) -> None:
     note = await create_note(client, alice)
     job_id = await _archive(client, alice, note)
     await client.post(f"/v1/jobs/{job_id}/cancel", headers=alice)
-    await mark_note_archived(archived(note, job_id), engine)
+    await mark_note_archived(archived(note, job_id), store)
     assert (await _job(client, alice, job_id))["status"] == "cancelled"
     fetched = (await client.get(f"/v1/notes/{note['id']}", headers=alice)).json()
     assert fetched["archived_at"] is None
 
 
 async def test_bulk_children_count_into_parent_progress_with_progress_and_completion_events(
-    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine, store: WorkerStore
 ) -> None:
     notes = [await create_note(client, alice, tags=["bulk"]) for _ in range(3)]
     parent = (await client.post("/v1/notes:bulk-archive", json={"tag": "bulk"},
@@ -150,16 +157,16 @@ async def test_bulk_children_count_into_parent_progress_with_progress_and_comple
     child = {n["id"]: str(bulk_child_job_id(UUID(parent), UUID(n["id"]))) for n in notes}
     first, second, third = notes
     success = archived(first, child[first["id"]], parent_job_id=UUID(parent))
-    await mark_note_archived(success, engine)
-    await mark_note_archived(success.model_copy(update={"event_id": uuid4()}), engine)
+    await mark_note_archived(success, store)
+    await mark_note_archived(success.model_copy(update={"event_id": uuid4()}), store)
     progress = (await _job(client, alice, parent))["progress"]
     assert progress == {"total": 3, "succeeded": 1, "failed": 0, "skipped": 0}
     assert (await _job(client, alice, parent))["status"] == "running"
     await record_job_status(attempt(JobSkipped, child[second["id"]], 1, reason="note deleted",
-                                    parent_job_id=UUID(parent)), engine)  # fmt: skip
+                                    parent_job_id=UUID(parent)), store)  # fmt: skip
     await record_job_status(attempt(JobDeadLettered, child[third["id"]], 5, attempts=5,
                             error_class="E", error_message="m", dead_letter_stream="d",
-                            dead_letter_id="1-0", parent_job_id=UUID(parent)), engine)  # fmt: skip
+                            dead_letter_id="1-0", parent_job_id=UUID(parent)), store)  # fmt: skip
     job = await _job(client, alice, parent)
     assert job["progress"] == {"total": 3, "succeeded": 1, "failed": 1, "skipped": 1}
     assert job["status"] == "failed"
@@ -182,6 +189,7 @@ async def test_the_worker_applies_results_from_streams_and_the_relay_publishes_t
     client: httpx.AsyncClient,
     alice: dict[str, str],
     engine: AsyncEngine,
+    store: WorkerStore,
     redis_url: str,
     redis_client: Redis,
     stream_prefix: str,
@@ -193,7 +201,7 @@ async def test_the_worker_applies_results_from_streams_and_the_relay_publishes_t
     fast = JobOptions(block_ms=50, backoff_base=0.05, jitter=0.0, visibility_timeout=1.0)
     routes = [route.__class__(**{**route.__dict__, "options": fast}) for route in router.routes]
     worker = Worker(routes, redis=redis_client, keys=keys, consumer="w1", telemetry=telemetry,
-                    dependencies={"engine": engine}, maintenance_interval=0.2)  # fmt: skip
+                    dependencies={"store": store}, maintenance_interval=0.2)  # fmt: skip
     relay = OutboxRelay(engine, redis_client, schema=SCHEMA, keys=keys, poll_interval=0.05)
     stop = asyncio.Event()
     await worker.ensure_groups()

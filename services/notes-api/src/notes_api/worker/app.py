@@ -1,4 +1,4 @@
-"""Composition root of notes-api-worker: engine, Redis, relay, retention, reconciler, routes."""
+"""Composition root of notes-api-worker: engine, Redis, store, relay, retention, reconciler."""
 
 import asyncio
 from datetime import timedelta
@@ -7,6 +7,7 @@ from notes_api.settings import SCHEMA, WorkerSettings
 from notes_api.worker.handlers import router
 from notes_api.worker.reconciler import JobReconciler
 from notes_api.worker.retention import job_retention
+from notes_api.worker.store import WorkerStore
 from servicekit import (
     OutboxRelay,
     StreamKeys,
@@ -38,7 +39,7 @@ async def run(stop: asyncio.Event) -> int:
     try:
         return await run_worker(
             settings, stop, routes=router.routes, redis=redis, telemetry=telemetry,
-            dependencies={"engine": engine},
+            dependencies={"store": WorkerStore(engine)},
             checks={"postgresql": database_check(engine), "redis": redis_check(redis)},
             facts={"outbox_durability": relay.durability_in_force},
             background=[

@@ -4,9 +4,9 @@ A job is stale when it is `accepted`, `running` or `retrying` and was last updat
 `JOB_STALE_AFTER_SECONDS` ago. (`scheduled` jobs wait for the scheduler, and a bulk parent's
 status follows its children.) For a batch of stale jobs, `runtime_holdings` says where each still
 waits; a job held anywhere live is left alone. One held nowhere is finished `dead` through the
-worker's status path (`advance`: forward only, a bulk child counted once on its parent), with its
-dead letter's reason if the runtime dead-lettered it (its lifecycle event was lost), else
-`LOST_REASON`; each counts in `jobs_reconciled_total{job_type,outcome}`.
+worker's status path (the store's `advance_job`: forward only, a bulk child counted once on its
+parent), with its dead letter's reason if the runtime dead-lettered it (its lifecycle event was
+lost), else `LOST_REASON`; each counts in `jobs_reconciled_total{job_type,outcome}`.
 
 One replica reconciles at a time (a PostgreSQL advisory lock); each job is finished in its own
 transaction after re-reading its row under lock, so an event applied meanwhile wins.
@@ -20,20 +20,19 @@ from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter
 from redis.asyncio import Redis
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
 
 from contracts import JobStatus, JobType
 from notes_api.models import Job
-from notes_api.settings import SCHEMA
 from notes_api.worker.runtime_holdings import find_holdings
-from notes_api.worker.store import advance, load_job
-from servicekit import HandlerTransaction, StreamKeys, get_logger
+from notes_api.worker.store import WorkerStore
+from servicekit import StreamKeys, get_logger
 from servicekit.runner import BackgroundLoop
 
 LOST_REASON = "lost: the runtime holds no record of this job"
 _STALE_STATUSES = [str(s) for s in (JobStatus.ACCEPTED, JobStatus.RUNNING, JobStatus.RETRYING)]
-_JOBS = Job.__table__  # type: ignore[attr-defined]
 # One reconciler at a time across worker replicas: two would scan Redis twice for nothing.
 _RECONCILE_LOCK = 0x6E6F7465735F726A  # "notes_rj"
 _log = get_logger("notes_api.worker")
@@ -71,6 +70,7 @@ class JobReconciler:
         batch_size: int = 100,
     ) -> None:
         self._engine, self._redis, self._keys = engine, redis, keys
+        self._store = WorkerStore(engine)
         self._stale_after = stale_after
         self._batch_size = batch_size
         self._after: tuple[datetime, UUID] | None = None
@@ -118,29 +118,26 @@ class JobReconciler:
 
     async def _stale_batch(self) -> list[_Stale]:
         statement = (
-            select(_JOBS.c.id, _JOBS.c.type, _JOBS.c.status, _JOBS.c.updated_at)
+            select(Job.id, Job.type, Job.status, Job.updated_at)
             .where(
-                _JOBS.c.status.in_(_STALE_STATUSES),
-                _JOBS.c.type != str(JobType.BULK_ARCHIVE),
-                _JOBS.c.updated_at < func.now() - self._stale_after,
+                col(Job.status).in_(_STALE_STATUSES),
+                Job.type != str(JobType.BULK_ARCHIVE),
+                col(Job.updated_at) < func.now() - self._stale_after,
             )
-            .order_by(_JOBS.c.updated_at, _JOBS.c.id)
+            .order_by(col(Job.updated_at), col(Job.id))
             .limit(self._batch_size)
         )
         if self._after is not None:
-            statement = statement.where(
-                tuple_(_JOBS.c.updated_at, _JOBS.c.id) > tuple_(*self._after)
-            )
+            statement = statement.where(tuple_(Job.updated_at, Job.id) > tuple_(*self._after))
         async with self._engine.connect() as connection:
             return [_Stale(*row) for row in await connection.execute(statement)]
 
     async def _finish(self, stale: _Stale, reason: str) -> bool:
-        async with self._engine.begin() as connection:
-            job = await load_job(connection, stale.id)  # locked until commit
+        async with self._store.transaction(None) as tx:  # the reconciler's own decision
+            job = await tx.find_job(stale.id)  # locked until commit
             if job is None or (job.status, job.updated_at) != (stale.status, stale.updated_at):
                 return False  # an event was applied since we looked: it decides
-            tx = HandlerTransaction(connection, SCHEMA, already_processed=False)
-            return await advance(tx, job, JobStatus.DEAD, error=reason)
+            return await tx.advance_job(job, JobStatus.DEAD, error=reason)
 
     def loop(self, every: float) -> BackgroundLoop:
         """A loop reconciling every ``every`` s (batch after batch while batches are full)."""

@@ -12,16 +12,15 @@ import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
 
 from contracts import TERMINAL_STATUSES
 from notes_api.models import BulkChunk, Job
 from servicekit import get_logger
 from servicekit.runner import BackgroundLoop
 
-_JOBS = Job.__table__  # type: ignore[attr-defined]
-_CHUNKS = BulkChunk.__table__  # type: ignore[attr-defined]
 _TERMINAL = [str(s) for s in TERMINAL_STATUSES]
 # One purger at a time across worker replicas: two would only wait on each other's row locks.
 _PURGE_LOCK = 0x6E6F7465735F6A62  # "notes_jb"
@@ -60,28 +59,30 @@ async def _purge_batch(
     engine: AsyncEngine, older_than: timedelta, batch_size: int
 ) -> PurgedJobs | None:
     async with engine.begin() as connection:
-        if not (
-            await connection.execute(select(func.pg_try_advisory_xact_lock(_PURGE_LOCK)))
-        ).scalar():
+        if not await connection.scalar(select(func.pg_try_advisory_xact_lock(_PURGE_LOCK))):
             return None
         # No index on updated_at, on purpose: every status update changes it, and an index on it
         # would make those updates non-HOT; a scan once an hour costs less than that.
         expired = [
             row.id
             for row in await connection.execute(
-                select(_JOBS.c.id)
-                .where(_JOBS.c.status.in_(_TERMINAL), _JOBS.c.updated_at < func.now() - older_than)
+                select(Job.id)
+                .where(
+                    col(Job.status).in_(_TERMINAL), col(Job.updated_at) < func.now() - older_than
+                )
                 .limit(batch_size)
             )
         ]
         if not expired:
             return PurgedJobs()
-        chunks = await connection.execute(_CHUNKS.delete().where(_CHUNKS.c.parent_id.in_(expired)))
-        # Chunks, then children, then parents: the order the handlers lock them in
-        # (`lose_chunk`: chunk, children, parent; a result: child, parent), so a purge and a late
+        chunks = await connection.execute(
+            delete(BulkChunk).where(col(BulkChunk.parent_id).in_(expired))
+        )
+        # Chunks, then children, then parents: the order the handlers lock them in (the store's
+        # `lose_chunk`: chunk, children, parent; a result: child, parent), so a purge and a late
         # event wait for each other instead of deadlocking.
-        children = await connection.execute(_JOBS.delete().where(_JOBS.c.parent_id.in_(expired)))
-        jobs = await connection.execute(_JOBS.delete().where(_JOBS.c.id.in_(expired)))
+        children = await connection.execute(delete(Job).where(col(Job.parent_id).in_(expired)))
+        jobs = await connection.execute(delete(Job).where(col(Job.id).in_(expired)))
         return PurgedJobs(children.rowcount + jobs.rowcount, chunks.rowcount)
 
 

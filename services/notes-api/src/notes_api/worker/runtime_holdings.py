@@ -20,17 +20,17 @@ from contracts import (
     JOBS_LIFECYCLE,
     NOTES_ARCHIVED,
     NOTES_COPY_COMPLETED,
-    Service,
     job_streams,
 )
 from notes_api.settings import SCHEMA
+from notes_api.worker.store import GROUP
 from servicekit import StreamKeys
 from servicekit.inbox import tables_for_schema
 from servicekit.jobs import HeldEntry, Holding, locate_jobs
 from servicekit.outbox import outbox_table
 
 _OUTBOX = outbox_table(tables_for_schema(SCHEMA))
-_OWN_GROUP = str(Service.NOTES_API_WORKER)
+_OWN_GROUP = GROUP
 # What this worker consumes about a job: its result, and the runtime's lifecycle events.
 _OWN_STREAMS = (NOTES_ARCHIVED, NOTES_COPY_COMPLETED, JOBS_LIFECYCLE)
 

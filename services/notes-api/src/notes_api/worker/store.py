@@ -1,4 +1,12 @@
-"""The worker's writes to schema `notes`, on the handler transaction's connection.
+"""The worker's one adapter: notes, jobs and bulk chunks in schema `notes`.
+
+Every write happens in a :class:`WorkerTransaction`, the unit of work of one handled event: the
+effect, the event's inbox row (group `notes-api-worker`) and the events it emits commit together,
+so a redelivery changes nothing. Statements are written against the SQLModel classes of
+`notes_api.models` and run as Core statements on the transaction's connection (no ORM unit of work
+on the hot path: results and lifecycle events). A scheduled command runs in a
+:class:`CommandTransaction` instead, on a session, because it writes through the helpers the HTTP
+routes use (bulk archive, idempotency records).
 
 Job status only moves forward (`notes_api.jobs.moves_forward`); a parent's progress is counted
 from its children's terminal statuses, each child once; every count sends the parent's progress,
@@ -7,29 +15,47 @@ expanded) moves its children that have no terminal status yet to the chunk's sta
 them as failed, so the parent completes.
 """
 
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import (
     JOBS_LIFECYCLE,
     TERMINAL_STATUSES,
+    ChunkItem,
+    Event,
     JobCompleted,
     JobProgress,
     JobStatus,
     JobType,
+    NoteSnapshot,
+    Service,
     bulk_child_job_id,
     utc_now,
 )
+from notes_api.bulk import create_parent, matching_owners, resolve_items
+from notes_api.idempotency import purge_expired
 from notes_api.jobs import moves_forward
-from notes_api.models import BulkChunk, Job
-from servicekit import HandlerTransaction, get_logger
+from notes_api.models import BulkChunk, Job, Note
+from notes_api.settings import SCHEMA
+from servicekit import HandlerTransaction, get_logger, handler_transaction
+from servicekit.inbox import record_delivery
 
-PRODUCER = "notes-api-worker"
+GROUP = str(Service.NOTES_API_WORKER)
+"""The worker's consumer group on every stream it reads; its inbox rows carry it."""
+PRODUCER = str(Service.NOTES_API_WORKER)
+"""The producer of the events the worker emits (a copy's created event, a parent's progress)."""
+
 _BUCKET = {
     JobStatus.SUCCEEDED: "succeeded",
     JobStatus.SKIPPED: "skipped",
@@ -37,146 +63,272 @@ _BUCKET = {
     JobStatus.DEAD: "failed",
     JobStatus.CANCELLED: "failed",
 }
-_JOBS = Job.__table__  # type: ignore[attr-defined]
-_CHUNKS = BulkChunk.__table__  # type: ignore[attr-defined]
 _TERMINAL = [str(s) for s in TERMINAL_STATUSES]
 _log = get_logger("notes_api.worker")
 
 
-async def load_job(connection: AsyncConnection, job_id: UUID) -> Job | None:
-    row = (await connection.execute(select(Job).where(Job.id == job_id).with_for_update())).first()
-    return Job.model_validate(row._mapping) if row is not None else None
+def _job(row: Any) -> Job:
+    """A `jobs` row read on the connection, as the table class (for the status rule)."""
+    return Job.model_validate(row._mapping)
 
 
-async def child_job(
-    connection: AsyncConnection, job_id: UUID, parent_id: UUID, owner_id: str | None
-) -> Job | None:
-    """The row of a bulk archive's child, created on its first event (fanout made the job)."""
-    parent = (await connection.execute(select(Job.owner_id).where(Job.id == parent_id))).first()
-    if parent is None:
-        return None
-    now = utc_now()
-    await connection.execute(
-        insert(_JOBS)
-        .values(
-            id=job_id,
-            owner_id=owner_id or parent.owner_id,
-            type=str(JobType.ARCHIVE),
-            status=str(JobStatus.ACCEPTED),
-            parent_id=parent_id,
-            attempt=0,
-            attempts=[],
-            created_at=now,
-            updated_at=now,
+class WorkerTransaction:
+    """One handler's unit of work on schema `notes`; commits when its block ends."""
+
+    def __init__(self, tx: HandlerTransaction) -> None:
+        self._tx = tx
+        self._connection: AsyncConnection = tx.connection
+        self.already_processed = tx.already_processed
+        """True when the worker's group already handled this event: do nothing and return."""
+
+    # ---- notes ---------------------------------------------------------------------------------
+
+    async def mark_note_archived(self, note_id: UUID, owner_id: str) -> None:
+        """Set the note's archived time, unless it is set already (or the note is gone)."""
+        await self._connection.execute(
+            update(Note)
+            .where(col(Note.id) == note_id, col(Note.owner_id) == owner_id)
+            .values(archived_at=func.coalesce(col(Note.archived_at), func.now()))
         )
-        .on_conflict_do_nothing(index_elements=["id"])
-    )
-    return await load_job(connection, job_id)
+
+    async def insert_note(self, note: NoteSnapshot) -> bool:
+        """Insert ``note`` unless its id exists; return whether it was inserted."""
+        inserted = await self._connection.execute(
+            insert(Note)
+            .values(**note.model_dump())
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(col(Note.id))
+        )
+        return inserted.first() is not None
+
+    # ---- jobs ----------------------------------------------------------------------------------
+
+    async def find_job(self, job_id: UUID) -> Job | None:
+        """The job's row, locked until the transaction ends; None if there is none."""
+        row = (
+            await self._connection.execute(
+                select(Job).where(col(Job.id) == job_id).with_for_update()
+            )
+        ).first()
+        return _job(row) if row is not None else None
+
+    async def find_or_add_bulk_child(
+        self, job_id: UUID, parent_id: UUID, owner_id: str | None
+    ) -> Job | None:
+        """The row of a bulk archive's child, created on its first event (fanout made the job).
+
+        None if the parent is unknown (purged, or not a job of ours).
+        """
+        parent_owner = await self._parent_owner(parent_id)
+        if parent_owner is None:
+            return None
+        now = utc_now()
+        await self._connection.execute(
+            insert(Job)
+            .values(
+                id=job_id,
+                owner_id=owner_id or parent_owner,
+                type=str(JobType.ARCHIVE),
+                status=str(JobStatus.ACCEPTED),
+                parent_id=parent_id,
+                attempt=0,
+                attempts=[],
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        return await self.find_job(job_id)
+
+    async def advance_job(
+        self,
+        job: Job,
+        status: JobStatus,
+        *,
+        attempt: int | None = None,
+        attempt_record: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> bool:
+        """Move ``job`` to ``status`` if that is forward; count it in its parent; return if moved.
+
+        ``attempt_record`` is appended to the job's attempts; ``fields`` (``error``, ``result``)
+        are written with the status.
+        """
+        if not moves_forward(job, status, attempt):
+            return False
+        values: dict[str, Any] = {"status": str(status), "updated_at": utc_now(), **fields}
+        if attempt is not None:
+            values["attempt"] = max(job.attempt, attempt)
+        if attempt_record is not None:
+            values["attempts"] = [*job.attempts, dict(attempt_record)]
+        await self._connection.execute(update(Job).where(col(Job.id) == job.id).values(**values))
+        if status in TERMINAL_STATUSES and job.parent_id is not None:
+            await self._count_children(job.parent_id, {_BUCKET[status]: 1})
+        return True
+
+    async def lose_chunk(
+        self, chunk_id: UUID, parent_id: UUID, status: JobStatus, error: str
+    ) -> int:
+        """Count a dead or failed chunk's items as failed on its parent, once; return how many.
+
+        Children the chunk never produced get a row with the chunk's status; children that exist
+        without a terminal status (it died after publishing some) move to it; children already
+        terminal were counted by their own result. So every item is counted exactly once.
+        """
+        chunk = (
+            await self._connection.execute(
+                select(BulkChunk)
+                .where(col(BulkChunk.id) == chunk_id, col(BulkChunk.parent_id) == parent_id)
+                .with_for_update()
+            )
+        ).first()
+        if chunk is None or chunk.lost_at is not None:
+            return 0  # not a chunk of ours, or already counted
+        owner = await self._parent_owner(parent_id)
+        if owner is None:
+            return 0
+        await self._connection.execute(
+            update(BulkChunk).where(col(BulkChunk.id) == chunk_id).values(lost_at=func.now())
+        )
+        child_ids = [bulk_child_job_id(parent_id, note_id) for note_id in chunk.note_ids]
+        values = {"status": str(status), "error": f"bulk chunk {chunk.chunk_no} lost: {error}",
+                  "updated_at": utc_now()}  # fmt: skip
+        moved = await self._connection.execute(
+            update(Job)
+            .where(col(Job.id).in_(child_ids), col(Job.status).not_in(_TERMINAL))
+            .values(**values)
+            .returning(col(Job.id))
+        )
+        failed = len(moved.all())
+        new_child = {
+            "owner_id": owner, "type": str(JobType.ARCHIVE), "parent_id": parent_id,
+            "attempt": 0, "attempts": [], "created_at": values["updated_at"], **values,
+        }  # fmt: skip
+        rows = [{"id": child_id, **new_child} for child_id in child_ids]
+        inserted = await self._connection.execute(
+            insert(Job)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(col(Job.id))
+        )
+        failed += len(inserted.all())
+        _log.info("bulk_chunk.lost", chunk_id=str(chunk_id), parent_id=str(parent_id),
+                  failed=failed)  # fmt: skip
+        if failed:
+            await self._count_children(parent_id, {"failed": failed})
+        return failed
+
+    async def _parent_owner(self, parent_id: UUID) -> str | None:
+        owner: str | None = await self._connection.scalar(
+            select(Job.owner_id).where(col(Job.id) == parent_id)
+        )
+        return owner
+
+    async def _count_children(self, parent_id: UUID, counts: dict[str, int]) -> None:
+        """Add ``counts`` (bucket → children) to the parent; emit its progress, and completion."""
+        parent = await self.find_job(parent_id)
+        if parent is None or JobStatus(parent.status) in TERMINAL_STATUSES:
+            return
+        if parent.progress is None:
+            return
+        progress = dict(parent.progress)
+        for bucket, n in counts.items():
+            remaining = progress["total"] - progress["succeeded"] - progress["failed"]
+            remaining -= progress["skipped"]
+            if n > remaining:  # never count past the total (each child is counted once anyway)
+                _log.warning("job.progress_overflow", job_id=str(parent_id), bucket=bucket,
+                             count=n)  # fmt: skip
+                n = remaining
+            progress[bucket] += n
+        done = progress["succeeded"] + progress["failed"] + progress["skipped"]
+        final = None
+        if done >= progress["total"]:
+            final = JobStatus.SUCCEEDED if progress["failed"] == 0 else JobStatus.FAILED
+        await self._connection.execute(
+            update(Job)
+            .where(col(Job.id) == parent_id)
+            .values(status=str(final or JobStatus.RUNNING), progress=progress, updated_at=utc_now())
+        )
+        common = {"producer": PRODUCER, "job_id": parent_id, "job_type": parent.type,
+                  "trace_id": parent.trace_id, **progress}  # fmt: skip
+        await self.emit(JobProgress(**common), stream=JOBS_LIFECYCLE, aggregate_id=str(parent_id))
+        if final is not None:
+            completed = JobCompleted(**common, status=final)
+            await self.emit(completed, stream=JOBS_LIFECYCLE, aggregate_id=str(parent_id))
+
+    # ---- events ----------------------------------------------------------------------------------
+
+    async def emit(self, event: Event, *, stream: str, aggregate_id: str) -> None:
+        """Add ``event`` to the outbox; the relay publishes it after commit."""
+        await self._tx.emit(event, stream=stream, aggregate_id=aggregate_id)
 
 
-async def advance(
-    tx: HandlerTransaction,
-    job: Job,
-    status: JobStatus,
-    *,
-    attempt: int | None = None,
-    attempt_record: dict[str, Any] | None = None,
-    **fields: Any,
-) -> bool:
-    """Move ``job`` to ``status`` if that is forward; count it in its parent; return if moved."""
-    if not moves_forward(job, status, attempt):
-        return False
-    values: dict[str, Any] = {"status": str(status), "updated_at": utc_now(), **fields}
-    if attempt is not None:
-        values["attempt"] = max(job.attempt, attempt)
-    if attempt_record is not None:
-        values["attempts"] = [*job.attempts, attempt_record]
-    await tx.connection.execute(update(_JOBS).where(_JOBS.c.id == job.id).values(**values))
-    if status in TERMINAL_STATUSES and job.parent_id is not None:
-        await count_child(tx, job.parent_id, status)
-    return True
+class CommandTransaction:
+    """One scheduled command's unit of work, on a session.
 
-
-async def count_child(tx: HandlerTransaction, parent_id: UUID, status: JobStatus) -> None:
-    await count_children(tx, parent_id, {_BUCKET[status]: 1})
-
-
-async def count_children(tx: HandlerTransaction, parent_id: UUID, counts: dict[str, int]) -> None:
-    """Add ``counts`` (bucket → children) to the parent; emit its progress, and completion."""
-    parent = await load_job(tx.connection, parent_id)
-    if parent is None or JobStatus(parent.status) in TERMINAL_STATUSES or parent.progress is None:
-        return
-    progress = dict(parent.progress)
-    for bucket, n in counts.items():
-        remaining = progress["total"] - progress["succeeded"] - progress["failed"]
-        remaining -= progress["skipped"]
-        if n > remaining:  # never count past the total (each child is counted once anyway)
-            _log.warning("job.progress_overflow", job_id=str(parent_id), bucket=bucket, count=n)
-            n = remaining
-        progress[bucket] += n
-    done = progress["succeeded"] + progress["failed"] + progress["skipped"]
-    final = None
-    if done >= progress["total"]:
-        final = JobStatus.SUCCEEDED if progress["failed"] == 0 else JobStatus.FAILED
-    await tx.connection.execute(
-        update(_JOBS)
-        .where(_JOBS.c.id == parent_id)
-        .values(status=str(final or JobStatus.RUNNING), progress=progress, updated_at=utc_now())
-    )
-    common = {"producer": PRODUCER, "job_id": parent_id, "job_type": parent.type,
-              "trace_id": parent.trace_id, **progress}  # fmt: skip
-    await tx.emit(JobProgress(**common), stream=JOBS_LIFECYCLE, aggregate_id=str(parent_id))
-    if final is not None:
-        completed = JobCompleted(**common, status=final)
-        await tx.emit(completed, stream=JOBS_LIFECYCLE, aggregate_id=str(parent_id))
-
-
-async def lose_chunk(
-    tx: HandlerTransaction, chunk_id: UUID, parent_id: UUID, status: JobStatus, error: str
-) -> int:
-    """Count a dead or failed chunk's items as failed on its parent, once; return how many.
-
-    Children the chunk never produced get a row with the chunk's status; children that exist
-    without a terminal status (it died after publishing some) move to it; children already
-    terminal were counted by their own result. So every item is counted exactly once.
+    It writes through the helpers the HTTP routes use (`bulk.py`, `idempotency.py`), so a tick
+    and a request resolve a filter alike.
     """
-    connection = tx.connection
-    chunk = (
-        await connection.execute(
-            _CHUNKS.select()
-            .where(_CHUNKS.c.id == chunk_id, _CHUNKS.c.parent_id == parent_id)
-            .with_for_update()
-        )
-    ).first()
-    if chunk is None or chunk.lost_at is not None:
-        return 0  # not a chunk of ours, or already counted
-    owner = (await connection.execute(select(Job.owner_id).where(Job.id == parent_id))).first()
-    if owner is None:
-        return 0
-    await connection.execute(
-        update(_CHUNKS).where(_CHUNKS.c.id == chunk_id).values(lost_at=func.now())
-    )
-    child_ids = [bulk_child_job_id(parent_id, note_id) for note_id in chunk.note_ids]
-    values = {"status": str(status), "error": f"bulk chunk {chunk.chunk_no} lost: {error}",
-              "updated_at": utc_now()}  # fmt: skip
-    moved = await connection.execute(
-        update(_JOBS)
-        .where(_JOBS.c.id.in_(child_ids), _JOBS.c.status.not_in(_TERMINAL))
-        .values(**values)
-        .returning(_JOBS.c.id)
-    )
-    failed = len(moved.all())
-    rows = [{"id": child_id, "owner_id": owner.owner_id, "type": str(JobType.ARCHIVE),
-             "parent_id": parent_id, "attempt": 0, "attempts": [],
-             "created_at": values["updated_at"], **values} for child_id in child_ids]  # fmt: skip
-    inserted = await connection.execute(
-        insert(_JOBS)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(_JOBS.c.id)
-    )
-    failed += len(inserted.all())
-    _log.info("bulk_chunk.lost", chunk_id=str(chunk_id), parent_id=str(parent_id), failed=failed)
-    if failed:
-        await count_children(tx, parent_id, {"failed": failed})
-    return failed
+
+    def __init__(self, session: AsyncSession, *, already_processed: bool) -> None:
+        self._session = session
+        self.already_processed = already_processed
+        """True when the worker's group already handled this command: do nothing and return."""
+
+    async def owners_with_notes_to_archive(
+        self, tag: str | None, not_updated_for_days: int | None, now: datetime
+    ) -> list[str]:
+        """Owners with at least one unarchived note the filter matches (cutoff from ``now``)."""
+        return await matching_owners(self._session, tag, not_updated_for_days, now)
+
+    async def notes_to_archive(
+        self, owner: str, tag: str | None, not_updated_for_days: int | None, now: datetime
+    ) -> list[ChunkItem]:
+        """The owner's unarchived notes the filter matches, as `(note_id, version)`."""
+        return await resolve_items(self._session, owner, tag, not_updated_for_days, now=now)
+
+    async def create_bulk_archive(
+        self, owner: str, items: Sequence[ChunkItem], *, job_id: UUID
+    ) -> None:
+        """Write a bulk archive parent job and its chunks (the HTTP route's path, `bulk.py`)."""
+        await create_parent(self._session, owner, items, job_id=job_id)
+
+    async def purge_expired_idempotency_keys(self, older_than: datetime) -> int:
+        """Delete idempotency records that expired and were created before ``older_than``."""
+        return await purge_expired(self._session, older_than)
+
+
+class WorkerStore:
+    """Opens the worker's transactions on schema `notes`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @asynccontextmanager
+    async def transaction(self, event: Event | None) -> AsyncIterator[WorkerTransaction]:
+        """Handle ``event`` once for the worker's group: commit on exit, roll back on error.
+
+        Core statements on one connection (no ORM unit of work): results and lifecycle events
+        are the worker's hot path. With ``event`` None (the reconciler's own decision) no inbox
+        row is written.
+        """
+        if event is None:
+            async with self._engine.begin() as connection:
+                yield WorkerTransaction(
+                    HandlerTransaction(connection, SCHEMA, already_processed=False)
+                )
+            return
+        async with handler_transaction(self._engine, schema=SCHEMA, group=GROUP, event=event) as tx:
+            yield WorkerTransaction(tx)
+
+    @asynccontextmanager
+    async def command_transaction(self, event: Event) -> AsyncIterator[CommandTransaction]:
+        """Handle a scheduled command once for the worker's group, in a session's transaction.
+
+        The inbox row is written first, on the session's connection, as `handler_transaction`
+        does: a concurrent delivery of the same command waits, then sees ``already_processed``.
+        """
+        async with AsyncSession(self._engine) as session, session.begin():
+            connection = await session.connection()
+            first = await record_delivery(connection, SCHEMA, group=GROUP, event_id=event.event_id)
+            yield CommandTransaction(session, already_processed=not first)
