@@ -89,7 +89,7 @@ def mirror_broker(service: str, routes: Sequence[Route]) -> RedisBroker:
     broker = RedisBroker(SERVER_URL, description="Redis: the deployment's REDIS_URL")
     for route in routes:
         for stream in route.streams:
-            description = f"{_first_line(route.handler.__doc__)} Key `{keys.stream(stream.name)}`"
+            description = f"{_summary(route.handler.__doc__)} Key `{keys.stream(stream.name)}`"
             if len(route.streams) > 1:
                 total = sum(s.weight for s in route.streams)
                 description += f", read with weight {stream.weight} of {total} across priorities"
@@ -145,5 +145,5 @@ def _stand_in(name: str, events: tuple[type[Event], ...]) -> Callable[..., Any]:
     return stand_in
 
 
-def _first_line(docstring: str | None) -> str:
+def _summary(docstring: str | None) -> str:
     return (docstring or "").strip().split("\n\n")[0].replace("\n", " ")
