@@ -51,19 +51,21 @@ chaos: sync ## full-size and process-killing tests
 	$(UV) run --locked pytest -m chaos $(PYTEST_ARGS); rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "chaos: no chaos tests collected"; exit 0; fi; exit $$rc
 
-lint: sync ## ruff, ruff format --check, mypy, import-linter, workflow schema
+lint: sync ## ruff, ruff format --check, mypy, import-linter, workflow schema, AsyncAPI drift
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked mypy
 	$(UV) run --locked lint-imports
 	$(UV) run --locked check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(UV) run --locked python scripts/export_asyncapi.py --check
 
 fmt: sync ## apply ruff's fixes and formatting
 	$(UV) run --locked ruff check --fix .
 	$(UV) run --locked ruff format .
 
-schemas: sync ## export every event's JSON Schema to docs/events/
+schemas: sync ## export every event's JSON Schema to docs/events/, AsyncAPI to docs/asyncapi/
 	$(UV) run --locked python scripts/export_schemas.py
+	$(UV) run --locked python scripts/export_asyncapi.py
 
 bench: sync ## throughput/latency benchmarks; figures in .bench/results.json
 	$(UV) run --locked devstack exec -- python -m bench

@@ -17,14 +17,8 @@ from redis.asyncio import Redis
 
 from contracts.notes import NoteCreated, NoteSnapshot
 from contracts.streams import NOTES_CREATED
-from servicekit import (
-    ServiceSettings,
-    StreamKeys,
-    create_broker,
-    get_logger,
-    publish_event,
-    setup_telemetry,
-)
+from servicekit import ServiceSettings, StreamKeys, get_logger, setup_telemetry
+from servicekit.broker import create_broker, publish_event
 
 T = TypeVar("T")
 

@@ -5,7 +5,8 @@ import json
 import pytest
 from faststream.redis.parser import BinaryMessageFormatV1
 
-from servicekit import JSONMessageFormat, decode_envelope, encode_envelope
+from servicekit.broker import JSONMessageFormat
+from servicekit.wire import decode_envelope, encode_envelope
 
 
 async def test_json_body_and_headers_round_trip_as_readable_json() -> None:

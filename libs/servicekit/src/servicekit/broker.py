@@ -1,43 +1,42 @@
-"""The FastStream Redis broker (wiring tests, AsyncAPI), its JSON message format, typed publishing.
+"""A FastStream Redis broker that speaks the platform's wire format, for in-memory wiring tests.
 
-Imported only where FastStream is used: the services' start-up path (the job runtime, the outbox)
-does not load FastStream.
+No service consumes or publishes through FastStream: the job runtime (:mod:`servicekit.jobs`) and
+the outbox relay write and read every entry. What FastStream still does here:
 
-Middleware order (outermost first): Recovery → Tracing → Metrics → Logging; see
-:mod:`servicekit.middlewares` for why.
+- ``TestRedisBroker`` wiring tests: a broker from :func:`create_broker` publishes (with
+  :func:`publish_event`) and reads entries in the platform's JSON format with the platform's
+  headers, so a test can check that a typed subscriber decodes what the runtime writes;
+- the AsyncAPI documents, from a throwaway broker (:mod:`servicekit.asyncapi`).
+
+Imported only where FastStream is used: nothing on a service's start-up path imports this module.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from faststream.redis import RedisBroker
 from faststream.redis.opentelemetry import RedisTelemetryMiddleware
 from faststream.redis.parser import MessageFormat
 from faststream.redis.prometheus import RedisPrometheusMiddleware
 from faststream.security import BaseSecurity
+from faststream.types import SendableMessage
 
 from contracts import Event
 from servicekit.connections import redis_ssl_context
 from servicekit.headers import event_headers
 from servicekit.keys import StreamKeys
-from servicekit.middlewares import LoggingMiddleware, RecoveryMiddleware
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry import Telemetry
 from servicekit.wire import decode_envelope, encode_envelope
 
-if TYPE_CHECKING:
-    from fast_depends.library.serializer import SerializerProto
-    from faststream._internal.basic_types import SendableMessage
-    from faststream._internal.parser import CodecProto
-
-__all__ = ["JSONMessageFormat", "create_broker", "event_headers", "publish_event"]
+__all__ = ["JSONMessageFormat", "create_broker", "publish_event"]
 
 
 class JSONMessageFormat(MessageFormat):
-    """FastStream message format that writes :func:`encode_envelope` frames."""
+    """FastStream message format that writes :func:`~servicekit.wire.encode_envelope` frames."""
 
     __slots__ = ()
 
@@ -49,8 +48,8 @@ class JSONMessageFormat(MessageFormat):
         reply_to: str | None,
         headers: dict[str, Any] | None,
         correlation_id: str,
-        serializer: SerializerProto | None = None,
-        codec: CodecProto | None = None,
+        serializer: Any = None,  # FastStream types these with private (_internal) protocols
+        codec: Any = None,
     ) -> bytes:
         """Encode a message the way FastStream's producer asks for."""
         built = await cls.build(
@@ -70,17 +69,15 @@ class JSONMessageFormat(MessageFormat):
 
 
 def create_broker(settings: ServiceSettings, telemetry: Telemetry) -> RedisBroker:
-    """Build a Redis broker with JSON messages, tracing, metrics, recovery and structured logs."""
+    """Build a Redis broker with JSON messages and FastStream's own tracing and metrics."""
     ssl_context = redis_ssl_context(settings)
     return RedisBroker(
         settings.redis_url,
         message_format=JSONMessageFormat,
         security=BaseSecurity(ssl_context=ssl_context) if ssl_context else None,
         middlewares=(
-            RecoveryMiddleware,
             RedisTelemetryMiddleware(tracer_provider=telemetry.tracer_provider),
             RedisPrometheusMiddleware(registry=telemetry.registry, app_name=telemetry.service),
-            LoggingMiddleware,
         ),
         logger=logging.getLogger("faststream"),
         graceful_timeout=settings.shutdown_grace_seconds,
@@ -90,10 +87,14 @@ def create_broker(settings: ServiceSettings, telemetry: Telemetry) -> RedisBroke
 async def publish_event(
     broker: RedisBroker, event: Event, *, stream: str, keys: StreamKeys
 ) -> None:
-    """Publish ``event`` to the contracts stream ``stream`` (prefixed by ``keys``)."""
+    """Publish ``event`` to the contracts stream ``stream`` (prefixed by ``keys``).
+
+    With :func:`~servicekit.headers.event_headers`, the headers the runtime and the outbox write.
+    """
+    headers = event_headers(event)
     await broker.publish(
         event.model_dump(mode="json"),
         stream=keys.stream(stream),
-        headers=event_headers(event),
-        correlation_id=event.correlation_id or str(event.event_id),
+        headers=headers,
+        correlation_id=headers["correlation_id"],
     )

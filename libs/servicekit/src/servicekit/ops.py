@@ -1,6 +1,9 @@
-"""The ops endpoint every process serves on ``OPS_PORT``: ``/metrics``, ``/healthz``, ``/readyz``.
+"""The ops endpoint every process serves on ``OPS_PORT``: metrics, health, readiness, AsyncAPI.
 
-A deliberately tiny HTTP/1.1 server on asyncio's streams: three GET routes need no framework, and
+``/metrics``, ``/healthz``, ``/readyz``, and ``/asyncapi.json``: the process's AsyncAPI document
+(:mod:`servicekit.asyncapi`), when the process gives one.
+
+A deliberately tiny HTTP/1.1 server on asyncio's streams: four GET routes need no framework, and
 running it inside the service's own event loop means it shares the process's signal handling and
 shuts down with it (uvicorn's embedded server installs its own signal handlers).
 """
@@ -19,9 +22,12 @@ from prometheus_client.openmetrics.exposition import (
 )
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from servicekit.logs import get_logger
 from servicekit.metrics import CONTENT_TYPE_LATEST, render_metrics
 
 __all__ = ["OpsServer", "Readiness", "ReadinessCheck"]
+
+_log = get_logger("servicekit.ops")
 
 ReadinessCheck = Callable[[], Awaitable[object]]
 """An async callable that raises (or times out) when its dependency is unavailable."""
@@ -79,11 +85,20 @@ class OpsServer:
         readiness: Readiness,
         host: str = "0.0.0.0",  # noqa: S104 - scraped from other containers
         port: int = 9100,
+        asyncapi: Callable[[], bytes] | None = None,
     ) -> None:
+        """``asyncapi`` builds the ``/asyncapi.json`` body; called once, on the first request.
+
+        It runs in a thread: the first call imports FastStream (about half a second of CPU),
+        which is why it is not built at start, and the event loop keeps serving meanwhile.
+        """
         self.registry = registry
         self.readiness = readiness
         self.host = host
         self.port = port
+        self._asyncapi = asyncapi
+        self._asyncapi_body: bytes | None = None
+        self._asyncapi_lock = asyncio.Lock()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -153,4 +168,17 @@ class OpsServer:
             body = json.dumps(document)
             status = "200 OK" if ready else "503 Service Unavailable"
             return status, "application/json", body.encode()
+        if path == "/asyncapi.json" and self._asyncapi is not None:
+            return await self._asyncapi_document(self._asyncapi)
         return "404 Not Found", "text/plain", b"not found\n"
+
+    async def _asyncapi_document(self, build: Callable[[], bytes]) -> tuple[str, str, bytes]:
+        async with self._asyncapi_lock:
+            if self._asyncapi_body is None:
+                try:
+                    self._asyncapi_body = await asyncio.to_thread(build)
+                except Exception as exc:
+                    _log.exception("ops.asyncapi_failed")
+                    body = f"asyncapi document failed: {type(exc).__name__}\n".encode()
+                    return "500 Internal Server Error", "text/plain", body
+            return "200 OK", "application/json", self._asyncapi_body

@@ -53,7 +53,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from contracts.envelope import Event
 from servicekit.durability import DurabilityGuard, DurabilityPolicy
-from servicekit.headers import event_headers
+from servicekit.headers import CONTENT_TYPE, event_headers
 from servicekit.inbox import tables_for_schema
 from servicekit.keys import StreamKeys
 from servicekit.logs import get_logger
@@ -142,8 +142,6 @@ async def add_to_outbox(
     continues the trace of the request that wrote the event.
     """
     headers = event_headers(event)
-    headers["correlation_id"] = event.correlation_id or str(event.event_id)
-    propagate.inject(headers)
     # Values as parameters, not `.values(...)`: the statement's compiled form is then cached.
     await connection.execute(
         _outbox(schema).insert(),
@@ -287,7 +285,8 @@ class OutboxRelay:
         pipeline = self._redis.pipeline(transaction=False)
         for row in rows:
             headers = {str(k): str(v) for k, v in row.headers.items()}
-            headers["content-type"] = "application/json"
+            # Rows written before the headers carried it (event_headers adds it now).
+            headers.setdefault("content-type", CONTENT_TYPE)
             key = self._keys.stream(row.stream)
             if self._tracer is not None:
                 span = self._tracer.start_span(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import structlog
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from servicekit.asyncapi import asyncapi_json
 from servicekit.jobs.maintenance import RetentionPolicy
 from servicekit.jobs.routing import Route
 from servicekit.jobs.worker import Worker
@@ -81,7 +83,14 @@ async def run_worker(
         grace=settings.shutdown_grace_seconds,
     )
     halt = asyncio.Event()
-    ops = OpsServer(registry=telemetry.registry, readiness=readiness, port=settings.ops_port)
+    ops = OpsServer(
+        registry=telemetry.registry,
+        readiness=readiness,
+        port=settings.ops_port,
+        # Built from the routes on the first /asyncapi.json request: FastStream is not loaded
+        # at start. The service is named by its OTEL_SERVICE_NAME, as in the contracts catalogue.
+        asyncapi=partial(asyncapi_json, settings.otel_service_name, routes),
+    )
     await ops.start()
     _log.info("process.started", ops_port=ops.port, consumer=settings.consumer_name)
     loops = [asyncio.create_task(loop(halt)) for loop in background]

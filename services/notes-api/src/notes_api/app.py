@@ -1,12 +1,14 @@
 """The public FastAPI app: composition root (engine, idempotency store, ops endpoint), no logic.
 
-Serves only `/v1/...` and the OpenAPI document; `/metrics`, `/healthz` and `/readyz` (PostgreSQL
-only: writes keep working while Redis is down, the outbox holds the events) are on `OPS_PORT`.
+Serves only `/v1/...` and the OpenAPI document; `/metrics`, `/healthz`, `/readyz` (PostgreSQL
+only: writes keep working while Redis is down, the outbox holds the events) and `/asyncapi.json`
+(the streams it writes) are on `OPS_PORT`.
 """
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 
 from fastapi import FastAPI
 from opentelemetry import metrics
@@ -28,6 +30,7 @@ from servicekit import (
     database_check,
     setup_telemetry,
 )
+from servicekit.asyncapi import asyncapi_json
 
 
 def trace_sql(engine: AsyncEngine, telemetry: Telemetry) -> None:
@@ -76,7 +79,13 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
             lock=timedelta(seconds=settings.idempotency_lock_seconds),
         )
         readiness = Readiness({"postgresql": database_check(engine)})
-        ops = OpsServer(registry=telemetry.registry, readiness=readiness, port=settings.ops_port)
+        ops = OpsServer(
+            registry=telemetry.registry,
+            readiness=readiness,
+            port=settings.ops_port,
+            # No routes: the document lists the streams notes-api writes through its outbox.
+            asyncapi=partial(asyncapi_json, settings.otel_service_name, ()),
+        )
         await ops.start()
         app.state.ops = ops
         try:

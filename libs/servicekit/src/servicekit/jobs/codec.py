@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 from pydantic import BaseModel, ValidationError
 
 from contracts import Event
 from servicekit.errors import PermanentError
+from servicekit.headers import event_headers
 from servicekit.wire import DATA_FIELD, decode_envelope, encode_envelope
 
 __all__ = [
@@ -147,14 +147,11 @@ def parent_context(traceparent: str | None) -> Context | None:
 
 
 def encode_event(event: Event, *, headers: dict[str, str] | None = None) -> dict[str, bytes]:
-    """Encode an event as stream entry fields, capturing the current trace context."""
-    all_headers: dict[str, str] = {
-        "content-type": "application/json",
-        "event_type": event.type,
-        "event_id": str(event.event_id),
-        "correlation_id": event.correlation_id or str(event.event_id),
-    }
-    propagate.inject(all_headers)
+    """Encode an event as stream entry fields, capturing the current trace context.
+
+    The headers are :func:`servicekit.headers.event_headers`, plus ``headers`` over them.
+    """
+    all_headers = event_headers(event)
     if headers:
         all_headers.update(headers)
     return {DATA_FIELD: encode_envelope(event.model_dump_json().encode(), all_headers)}

@@ -63,8 +63,12 @@ class Outbound:
         return sum(len(v) for v in self._acks.values()) + len(self._entries)
 
     async def flush(self) -> None:
-        """Send everything buffered in one pipeline."""
-        if not (self._acks or self._entries):
+        """Send everything buffered in one pipeline; on return, what the caller buffered is sent.
+
+        With nothing buffered it still waits for a flush in flight: that one may have taken the
+        caller's writes (a dead letter's XACK) and not yet sent them.
+        """
+        if not (self._acks or self._entries) and not self._lock.locked():
             return
         async with self._lock:
             acks, clear, entries = self._acks, self._clear, self._entries
