@@ -67,7 +67,7 @@ def _lifecycle(event: type[Event], producers: tuple[Service, ...], purpose: str)
 
 CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(
-        NoteCreated, (streams.NOTES_CREATED,), (_API,),
+        NoteCreated, (streams.NOTES_CREATED,), (_API, _WORKER),
         "A note was created; carries the full note.",
     ),
     EventSpec(
@@ -113,7 +113,7 @@ CATALOGUE: tuple[EventSpec, ...] = (
     _lifecycle(JobDeadLettered, _RUNTIME, "Retries ran out; moved to the dead-letter stream."),
     _lifecycle(JobSkipped, _RUNTIME, "A job had nothing to do (e.g. note deleted)."),
     _lifecycle(JobProgress, (_WORKER,), "A parent job's child counts changed."),
-    _lifecycle(JobCompleted, (_WORKER,), "A parent job finished, with final counts."),
+    _lifecycle(JobCompleted, (_API, _WORKER), "A parent job finished, with final counts."),
     EventSpec(
         ScheduleFired, (streams.SCHEDULES_FIRED,), (_SCHEDULER,),
         "A schedule ticked (audit and observability).",

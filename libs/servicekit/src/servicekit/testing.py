@@ -158,10 +158,11 @@ def assert_routes_declared(routes: JobRouter | Iterable[Route], service: Service
     a listed group nobody serves would hold its stream's entries forever. Every service's tests
     call this with its router(s).
     """
+    from servicekit.jobs.routing import JobRouter
+
+    listed = routes.routes if isinstance(routes, JobRouter) else routes
     served = {
-        (stream.name, route.group, route.name)
-        for route in getattr(routes, "routes", routes)
-        for stream in route.streams
+        (stream.name, route.group, route.name) for route in listed for stream in route.streams
     }
     declared = {(g.stream, g.group, g.handler) for g in groups_for(service)}
     problems = [
