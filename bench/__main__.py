@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 from bench import faststream_sub, http_api, raw_loop, runtime, startup
 from bench.common import REDIS_URL, Config, Drain, delete_prefix, median, run_prefix
 from bench.report import Row, Target, table, targets_text, write
-from servicekit import event_loop_factory
+from servicekit.lifecycle import event_loop_factory
 
 
 def _say(text: str) -> None:

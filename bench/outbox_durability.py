@@ -25,14 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from contracts.notes import NoteArchived
 from contracts.streams import NOTES_ARCHIVED
 from devstack.embedded import EmbeddedValkey, free_port
-from servicekit import StreamKeys, add_to_outbox, asyncpg_url, ensure_outbox_tables
+from servicekit import StreamKeys, add_to_outbox
 from servicekit.durability import (
     DurabilityPolicy,
     DurabilitySetting,
     detect_persistence,
     plan_durability,
 )
-from servicekit.outbox import OutboxRelay
+from servicekit.outbox import OutboxRelay, ensure_outbox_tables
+from servicekit.settings import asyncpg_url
 from servicekit.testing import fresh_database
 
 BATCH = int(os.environ.get("BENCH_OUTBOX_BATCH", "100"))

@@ -8,7 +8,7 @@ import redis
 from redis.asyncio import Redis
 
 from bench.common import GROUP, REDIS_URL, STREAM, Drain, create_group, make_pinged
-from servicekit.jobs import encode_event
+from servicekit.jobs._codec import encode_event
 
 BATCH = 100
 

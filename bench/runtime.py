@@ -33,7 +33,8 @@ from bench.common import (
     wait_drained,
 )
 from servicekit import ServiceSettings, StreamKeys
-from servicekit.jobs import encode_event, publish
+from servicekit.jobs import publish
+from servicekit.jobs._codec import encode_event
 from servicekit.tracing import configure_tracing
 
 LOG_DIR = Path(".bench/logs")

@@ -17,8 +17,10 @@ import time
 from redis.asyncio import Redis
 
 from bench.common import GROUP, REDIS_URL, STREAM, Pinged, make_pinged
-from servicekit import ServiceSettings, StreamKeys, event_loop_factory, setup_telemetry
-from servicekit.jobs import JobOptions, JobRouter, Worker, decode_entry, encode_event
+from servicekit import ServiceSettings, StreamKeys, setup_telemetry
+from servicekit.jobs import JobOptions, JobRouter, Worker
+from servicekit.jobs._codec import decode_entry, encode_event
+from servicekit.lifecycle import event_loop_factory
 
 
 async def _lines() -> asyncio.StreamReader:

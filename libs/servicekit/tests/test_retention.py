@@ -14,9 +14,9 @@ from servicekit import (
     StreamKeys,
     add_to_outbox,
     create_database_engine,
-    ensure_outbox_tables,
 )
 from servicekit.inbox import record_delivery
+from servicekit.outbox import ensure_outbox_tables
 from servicekit.retention import database_retention
 
 

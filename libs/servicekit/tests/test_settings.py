@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from servicekit import ServiceSettings, asyncpg_url, redact_url
+from servicekit import ServiceSettings
+from servicekit.settings import asyncpg_url, redact_url
 
 
 def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:

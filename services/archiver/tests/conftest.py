@@ -19,9 +19,11 @@ from archiver.handlers import router
 from archiver.store import SCHEMA, ArchiveStore
 from contracts import ArchiveRequested, CopyRequested, Event
 from contracts.notes import NoteCreated, NoteDeleted, NoteSnapshot, NoteUpdated
-from servicekit import OutboxRelay, ServiceSettings, StreamKeys, asyncpg_url, setup_telemetry
-from servicekit.jobs import Worker, decode_entry
+from servicekit import OutboxRelay, ServiceSettings, StreamKeys, setup_telemetry
+from servicekit.jobs import Worker
+from servicekit.jobs._codec import decode_entry
 from servicekit.migrations import migrate
+from servicekit.settings import asyncpg_url
 
 E = TypeVar("E", bound=Event)
 OWNER = "alice"

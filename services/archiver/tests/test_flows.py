@@ -16,7 +16,8 @@ from contracts.streams import (
     NOTES_UPDATED,
     job_stream,
 )
-from servicekit.jobs import enqueue, list_dead_letters, publish
+from servicekit.jobs import enqueue, publish
+from servicekit.operations import list_dead_letters
 from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD, decode_envelope, encode_envelope
 

@@ -22,8 +22,10 @@ from archiver.handlers import archive_note
 from archiver.store import SCHEMA, ArchiveStore
 from contracts.notes import NoteArchived
 from contracts.streams import NOTES_ARCHIVED, NOTES_CREATED, job_stream
-from servicekit import StreamKeys, asyncpg_url
-from servicekit.jobs import decode_entry, enqueue, publish
+from servicekit import StreamKeys
+from servicekit.jobs import enqueue, publish
+from servicekit.jobs._codec import decode_entry
+from servicekit.settings import asyncpg_url
 from servicekit.testing import eventually
 
 from .conftest import archive_request, note_created

@@ -13,8 +13,8 @@ from sqlmodel import SQLModel
 from archiver.settings import ArchiverSettings
 from archiver.store import SCHEMA, ArchiveStore, NoteChange
 from archiver.tables import NoteVersionRow, SnapshotRow
-from servicekit import asyncpg_url
 from servicekit.migrations import migrate
+from servicekit.settings import asyncpg_url
 
 from .conftest import archive_request, note_created, note_deleted, note_updated
 

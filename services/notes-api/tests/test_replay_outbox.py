@@ -28,14 +28,9 @@ from notes_api.app import create_app
 from notes_api.auth import create_key
 from notes_api.settings import SCHEMA, NotesApiSettings
 from notes_api.worker.cli import duration
-from servicekit import (
-    OutboxRelay,
-    StreamKeys,
-    ensure_outbox_tables,
-    handler_transaction,
-    setup_telemetry,
-)
+from servicekit import OutboxRelay, StreamKeys, handler_transaction, setup_telemetry
 from servicekit.jobs import JobOptions, JobRouter, Worker
+from servicekit.outbox import ensure_outbox_tables
 from servicekit.testing import eventually
 
 CHECK = "replay_check"

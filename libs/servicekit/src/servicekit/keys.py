@@ -14,7 +14,7 @@ The hash tag (the part in braces) is the stream's *family*: the stream itself fo
 letters and every companion key hash to one slot, and the weighted multi-stream read, the Lua
 scripts and the dead-letter pipeline each touch one slot on Redis Cluster. Keys that belong to one
 consumer group (its retry set, attempt history and pause flag) carry the group's name: two groups
-reading one stream never share them. ``servicekit.jobs.migration`` moves the earlier layout over.
+reading one stream never share them. ``servicekit.jobs._migration`` moves the earlier layout over.
 """
 
 from __future__ import annotations

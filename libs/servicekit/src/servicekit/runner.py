@@ -19,9 +19,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from servicekit.asyncapi import asyncapi_json
-from servicekit.jobs.maintenance import RetentionPolicy
+from servicekit.jobs._maintenance import RetentionPolicy
+from servicekit.jobs._worker import Worker
 from servicekit.jobs.routing import Route
-from servicekit.jobs.worker import Worker
 from servicekit.keys import StreamKeys
 from servicekit.ops import OpsServer, Readiness, ReadinessCheck
 from servicekit.settings import ServiceSettings

@@ -6,7 +6,8 @@ import os
 import pytest
 
 from servicekit import ServiceSettings, setup_telemetry
-from servicekit.jobs import JobRouter, encode_event
+from servicekit.jobs import JobRouter
+from servicekit.jobs._codec import encode_event
 from servicekit.testing import eventually
 
 from .conftest import Harness, Pinged, fast

@@ -7,7 +7,8 @@ import time
 from redis.asyncio import Redis
 
 from servicekit import PermanentError, SkipJob
-from servicekit.jobs import JobRouter, list_dead_letters, publish
+from servicekit.jobs import JobRouter, publish
+from servicekit.operations import list_dead_letters
 from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD
 

@@ -5,7 +5,8 @@ from pathlib import Path
 from uuid import uuid4
 
 from contracts import ArchiveRequested, NoteSnapshot, Priority
-from servicekit.jobs import enqueue, list_dead_letters
+from servicekit.jobs import enqueue
+from servicekit.operations import list_dead_letters
 from servicekit.testing import eventually
 
 from . import example_job

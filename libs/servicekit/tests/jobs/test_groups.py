@@ -6,7 +6,8 @@ import collections
 from redis.asyncio import Redis
 
 from servicekit import TransientError
-from servicekit.jobs import JobRouter, list_dead_letters, publish, redrive_dead_letters
+from servicekit.jobs import JobRouter, publish
+from servicekit.operations import list_dead_letters, redrive_dead_letters
 from servicekit.testing import eventually
 
 from .conftest import Harness, Pinged, fast

@@ -5,7 +5,8 @@ import collections
 import json
 
 from servicekit import PermanentError
-from servicekit.jobs import JobRouter, list_dead_letters, pause_group, publish
+from servicekit.jobs import JobRouter, publish
+from servicekit.operations import list_dead_letters, pause_group
 from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD
 

@@ -4,7 +4,8 @@ import asyncio
 
 from contracts import ArchiveRequested, Priority, job_stream
 from servicekit import PermanentError
-from servicekit.jobs import Holding, JobRouter, enqueue, locate_jobs, redrive_dead_letters
+from servicekit.jobs import Holding, JobRouter, enqueue, locate_jobs
+from servicekit.operations import redrive_dead_letters
 from servicekit.testing import eventually
 
 from .conftest import Harness, archive_request, fast

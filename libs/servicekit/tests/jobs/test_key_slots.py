@@ -17,15 +17,9 @@ from redis.crc import key_slot
 
 from contracts import ArchiveRequested, JobType, Priority, job_streams
 from servicekit import PermanentError, SkipJob, TransientError
-from servicekit.jobs import (
-    JobRouter,
-    enqueue,
-    list_dead_letters,
-    pause_group,
-    redrive_dead_letters,
-    resume_group,
-)
+from servicekit.jobs import JobRouter, enqueue
 from servicekit.keys import StreamKeys
+from servicekit.operations import list_dead_letters, pause_group, redrive_dead_letters, resume_group
 from servicekit.testing import eventually
 
 from .conftest import Harness, archive_request, fast

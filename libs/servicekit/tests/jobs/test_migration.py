@@ -7,11 +7,12 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from servicekit.jobs import JobRouter, publish, redrive_dead_letters
-from servicekit.jobs.codec import encode_event
-from servicekit.jobs.delivery import AttemptHistory
-from servicekit.jobs.migration import LegacyKeys, migrate_keys
+from servicekit.jobs import JobRouter, publish
+from servicekit.jobs._codec import encode_event
+from servicekit.jobs._delivery import AttemptHistory
+from servicekit.jobs._migration import LegacyKeys, migrate_keys
 from servicekit.keys import Companion
+from servicekit.operations import redrive_dead_letters
 from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD
 

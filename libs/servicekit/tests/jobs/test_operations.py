@@ -6,20 +6,17 @@ from opentelemetry.trace import SpanKind
 
 from contracts import JOBS_LIFECYCLE, ArchiveRequested, JobDeadLettered, JobRetrying, JobStarted
 from servicekit import PermanentError
-from servicekit.jobs import (
-    JobRouter,
-    RetentionPolicy,
-    decode_entry,
-    enqueue,
+from servicekit.jobs import JobRouter, RetentionPolicy, enqueue, publish
+from servicekit.jobs._codec import decode_entry
+from servicekit.jobs._maintenance import StreamMaintenance
+from servicekit.operations import (
     inspect_dead_letter,
     list_dead_letters,
     pause_group,
-    publish,
     purge_dead_letters,
     redrive_dead_letters,
     resume_group,
 )
-from servicekit.jobs.maintenance import StreamMaintenance
 from servicekit.testing import eventually
 
 from .conftest import Harness, Pinged, archive_request, fast

@@ -16,8 +16,9 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from servicekit import ServiceSettings, StreamKeys, create_database_engine, ensure_outbox_tables
+from servicekit import ServiceSettings, StreamKeys, create_database_engine
 from servicekit.jobs import publish
+from servicekit.outbox import ensure_outbox_tables
 from servicekit.testing import eventually
 
 from .chaos_worker import Pinged
@@ -135,7 +136,7 @@ async def test_sigterm_under_load_loses_nothing_and_exits_zero(
     total = 300
     async with redis_client.pipeline(transaction=False) as pipe:
         for n in range(total):
-            from servicekit.jobs import encode_event
+            from servicekit.jobs._codec import encode_event
 
             pipe.xadd(keys.stream(STREAM), encode_event(Pinged(producer="t", n=n)))  # type: ignore[arg-type]
         await pipe.execute()
@@ -177,7 +178,7 @@ async def test_sigkill_soak_keeps_every_effect_exactly_once(
     """Three workers share a backlog while one of them is SIGKILLed every second."""
     import random
 
-    from servicekit.jobs import encode_event
+    from servicekit.jobs._codec import encode_event
 
     keys = StreamKeys(stream_prefix)
     total = 3000
@@ -256,7 +257,8 @@ async def test_two_groups_keep_every_effect_once_through_sigkills_and_same_name_
     import random
     import statistics
 
-    from servicekit.jobs import encode_event, list_dead_letters
+    from servicekit.jobs._codec import encode_event
+    from servicekit.operations import list_dead_letters
 
     keys = StreamKeys(stream_prefix)
     key = keys.stream(STREAM)
@@ -375,7 +377,8 @@ async def test_entries_of_a_consumer_killed_for_good_are_done_within_the_default
     The default visibility timeout is 15 s and leases are extended every 5 s, so the entries are
     reclaimed 10-15 s after the kill, plus at most one reclaim scan (15 / 4 s).
     """
-    from servicekit.jobs import JobOptions, encode_event
+    from servicekit.jobs import JobOptions
+    from servicekit.jobs._codec import encode_event
 
     keys = StreamKeys(stream_prefix)
     key = keys.stream(STREAM)

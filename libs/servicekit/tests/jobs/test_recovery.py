@@ -7,7 +7,8 @@ from redis.asyncio import Redis
 
 from contracts import ArchiveRequested, Priority, job_streams
 from servicekit import Readiness
-from servicekit.jobs import EXIT_GROUP_LOST, JobRouter, enqueue, list_dead_letters, publish
+from servicekit.jobs import EXIT_GROUP_LOST, JobRouter, enqueue, publish
+from servicekit.operations import list_dead_letters
 from servicekit.testing import eventually
 
 from .conftest import Harness, Pinged, archive_request, fast

@@ -18,18 +18,13 @@ from contracts import (
     job_streams,
 )
 from servicekit import PermanentError, TransientError
-from servicekit.jobs import (
-    JobOptions,
-    JobRouter,
-    encode_event,
-    enqueue,
-    list_dead_letters,
-    publish,
-)
-from servicekit.jobs.delivery import Delivery
-from servicekit.jobs.failures import FailureRouter
-from servicekit.jobs.lifecycle import LifecycleEmitter
-from servicekit.jobs.outbound import Outbound
+from servicekit.jobs import JobOptions, JobRouter, enqueue, publish
+from servicekit.jobs._codec import encode_event
+from servicekit.jobs._delivery import Delivery
+from servicekit.jobs._failures import FailureRouter
+from servicekit.jobs._lifecycle import LifecycleEmitter
+from servicekit.jobs._outbound import Outbound
+from servicekit.operations import list_dead_letters
 from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD, decode_envelope
 

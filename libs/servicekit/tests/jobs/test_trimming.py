@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 
 from contracts import SCHEDULES_FIRED
 from servicekit.jobs import JobRouter, RetentionPolicy
-from servicekit.jobs.codec import encode_event
+from servicekit.jobs._codec import encode_event
 from servicekit.testing import eventually
 
 from .conftest import Harness, Pinged, fast

@@ -1,19 +1,16 @@
 """The job runtime: at-least-once consumer groups with retries, dead letters and reclaim.
 
-Declare routes with :class:`JobRouter`, run them with :class:`Worker`, enqueue with
-:func:`enqueue`. Operators use :mod:`servicekit.jobs.deadletters`, the pause functions and
-:mod:`servicekit.jobs.inspection` (where the runtime holds a job: read-only).
+Declare routes with :class:`JobRouter`, run them with :class:`Worker` (through
+``servicekit.run_worker`` in a service), put work on streams with :func:`publish` and
+:func:`enqueue`, and ask where the runtime holds a job with :func:`locate_jobs` (read-only).
+Operators' functions (dead letters, pausing a group) are in :mod:`servicekit.operations`. The
+modules whose names start with ``_`` are the runtime's internals: nothing outside servicekit and
+its tests imports them.
 """
 
-from servicekit.jobs.codec import UndecodableEntry, decode_entry, encode_event
-from servicekit.jobs.consumer import GroupLostError
-from servicekit.jobs.deadletters import (
-    DeadLetter,
-    inspect_dead_letter,
-    list_dead_letters,
-    purge_dead_letters,
-    redrive_dead_letters,
-)
+from servicekit.jobs._consumer import GroupLostError
+from servicekit.jobs._maintenance import RetentionPolicy
+from servicekit.jobs._worker import EXIT_GROUP_LOST, Worker
 from servicekit.jobs.inspection import (
     HeldEntry,
     Holding,
@@ -22,15 +19,12 @@ from servicekit.jobs.inspection import (
     pending_entries,
     unread_entries,
 )
-from servicekit.jobs.maintenance import RetentionPolicy, pause_key
-from servicekit.jobs.options import JobOptions, backoff_delay
-from servicekit.jobs.publishing import enqueue, pause_group, publish, resume_group
+from servicekit.jobs.options import JobOptions
+from servicekit.jobs.publishing import enqueue, publish
 from servicekit.jobs.routing import JobRouter, Route, WeightedStream
-from servicekit.jobs.worker import EXIT_GROUP_LOST, Worker, bind_dependencies
 
 __all__ = [
     "EXIT_GROUP_LOST",
-    "DeadLetter",
     "GroupLostError",
     "HeldEntry",
     "Holding",
@@ -38,24 +32,12 @@ __all__ = [
     "JobRouter",
     "RetentionPolicy",
     "Route",
-    "UndecodableEntry",
     "WeightedStream",
     "Worker",
-    "backoff_delay",
-    "bind_dependencies",
     "dead_lettered_entries",
-    "decode_entry",
-    "encode_event",
     "enqueue",
-    "inspect_dead_letter",
-    "list_dead_letters",
     "locate_jobs",
-    "pause_group",
-    "pause_key",
     "pending_entries",
     "publish",
-    "purge_dead_letters",
-    "redrive_dead_letters",
-    "resume_group",
     "unread_entries",
 ]

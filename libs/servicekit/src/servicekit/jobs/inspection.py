@@ -26,7 +26,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from servicekit.jobs.codec import FOR_GROUP_FIELD
+from servicekit.jobs._codec import FOR_GROUP_FIELD
 from servicekit.keys import StreamKeys
 from servicekit.wire import DATA_FIELD, decode_envelope
 

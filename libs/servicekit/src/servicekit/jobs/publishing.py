@@ -1,15 +1,14 @@
-"""Putting work on streams: publish an event, enqueue a job at a priority, pause a group."""
+"""Putting work on streams: publish an event, enqueue a job at a priority."""
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
 
 from contracts import Event, JobRequest, Priority, job_stream
-from servicekit.jobs.codec import encode_event
-from servicekit.jobs.maintenance import pause_key
+from servicekit.jobs._codec import encode_event
 from servicekit.keys import StreamKeys
 
-__all__ = ["enqueue", "pause_group", "publish", "resume_group"]
+__all__ = ["enqueue", "publish"]
 
 
 async def publish(redis: Redis, keys: StreamKeys, stream: str, event: Event) -> str:
@@ -26,13 +25,3 @@ async def enqueue(
 ) -> str:
     """Enqueue a job request on its type's stream for ``priority``; return the entry id."""
     return await publish(redis, keys, job_stream(request.JOB_TYPE, priority), request)
-
-
-async def pause_group(redis: Redis, keys: StreamKeys, stream: str, group: str) -> None:
-    """Pause ``group`` on ``stream``: workers take no new entries within seconds."""
-    await redis.set(pause_key(keys, stream, group), "1")
-
-
-async def resume_group(redis: Redis, keys: StreamKeys, stream: str, group: str) -> None:
-    """Resume a paused group."""
-    await redis.delete(pause_key(keys, stream, group))

@@ -28,8 +28,7 @@ from contracts import JobStatus, JobType
 from notes_api.models import Job
 from notes_api.worker.runtime_holdings import find_holdings
 from notes_api.worker.store import WorkerStore
-from servicekit import StreamKeys, get_logger
-from servicekit.runner import BackgroundLoop
+from servicekit import BackgroundLoop, StreamKeys, get_logger
 
 LOST_REASON = "lost: the runtime holds no record of this job"
 _STALE_STATUSES = [str(s) for s in (JobStatus.ACCEPTED, JobStatus.RUNNING, JobStatus.RETRYING)]

@@ -18,8 +18,7 @@ from sqlmodel import col, select
 
 from contracts import TERMINAL_STATUSES
 from notes_api.models import BulkChunk, Job
-from servicekit import get_logger
-from servicekit.runner import BackgroundLoop
+from servicekit import BackgroundLoop, get_logger
 
 _TERMINAL = [str(s) for s in TERMINAL_STATUSES]
 # One purger at a time across worker replicas: two would only wait on each other's row locks.

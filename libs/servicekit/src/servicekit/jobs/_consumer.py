@@ -30,13 +30,13 @@ from redis.exceptions import RedisError, ResponseError
 
 from contracts import Event
 from servicekit.errors import SkipJob
-from servicekit.jobs.codec import FOR_GROUP_FIELD, EntryDecoder, UndecodableEntry, parent_context
-from servicekit.jobs.delivery import Delivery
-from servicekit.jobs.failures import FailureRouter
-from servicekit.jobs.lifecycle import LifecycleEmitter
-from servicekit.jobs.metrics import JobMetrics
-from servicekit.jobs.outbound import Outbound
-from servicekit.jobs.pending import PendingEntries, first_of, is_group_loss
+from servicekit.jobs._codec import FOR_GROUP_FIELD, EntryDecoder, UndecodableEntry, parent_context
+from servicekit.jobs._delivery import Delivery
+from servicekit.jobs._failures import FailureRouter
+from servicekit.jobs._lifecycle import LifecycleEmitter
+from servicekit.jobs._metrics import JobMetrics
+from servicekit.jobs._outbound import Outbound
+from servicekit.jobs._pending import PendingEntries, first_of, is_group_loss
 from servicekit.jobs.routing import Route
 from servicekit.keys import StreamKeys
 

@@ -15,12 +15,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from contracts import CONSUMER_GROUPS, KNOWN_STREAMS, Event
-from servicekit.jobs.consumer import GroupLostError, RouteConsumer
-from servicekit.jobs.lifecycle import LifecycleEmitter
-from servicekit.jobs.maintenance import RetentionPolicy, StreamMaintenance
-from servicekit.jobs.metrics import JobMetrics
-from servicekit.jobs.migration import migrate_keys
-from servicekit.jobs.outbound import Outbound
+from servicekit.jobs._consumer import GroupLostError, RouteConsumer
+from servicekit.jobs._lifecycle import LifecycleEmitter
+from servicekit.jobs._maintenance import RetentionPolicy, StreamMaintenance
+from servicekit.jobs._metrics import JobMetrics
+from servicekit.jobs._migration import migrate_keys
+from servicekit.jobs._outbound import Outbound
 from servicekit.jobs.routing import Route
 from servicekit.keys import StreamKeys
 from servicekit.ops import Readiness

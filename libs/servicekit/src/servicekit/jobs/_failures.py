@@ -11,11 +11,11 @@ from redis.asyncio import Redis
 
 from contracts import Event, JobRequest, dead_letter_stream
 from servicekit.errors import ErrorKind, classify
-from servicekit.jobs.delivery import AttemptHistory, Delivery
-from servicekit.jobs.lifecycle import LifecycleEmitter
+from servicekit.jobs._delivery import AttemptHistory, Delivery
+from servicekit.jobs._lifecycle import LifecycleEmitter
+from servicekit.jobs._outbound import Outbound
+from servicekit.jobs._scripts import SCHEDULE_RETRY
 from servicekit.jobs.options import JobOptions, backoff_delay
-from servicekit.jobs.outbound import Outbound
-from servicekit.jobs.scripts import SCHEDULE_RETRY
 from servicekit.keys import StreamKeys
 
 __all__ = ["FailureRouter"]

@@ -1,4 +1,7 @@
-"""Operator functions over dead-letter streams: list, inspect, redrive, purge.
+"""What operators and their tools do to a running platform: dead letters and paused groups.
+
+The one module for tools (the operator CLI, the console); services never call it. Dead letters:
+list, inspect, redrive, purge. Groups: pause and resume (workers see the flag within seconds).
 
 A dead letter keeps the original entry (its ``__data__`` field, headers included) plus why and
 when it failed, and which consumer group failed it. Redrive appends the original payload to the
@@ -16,7 +19,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from servicekit.jobs.codec import FOR_GROUP_FIELD
+from servicekit.jobs._codec import FOR_GROUP_FIELD
+from servicekit.jobs._maintenance import pause_key
 from servicekit.keys import StreamKeys
 from servicekit.wire import DATA_FIELD, decode_envelope, encode_envelope
 
@@ -24,8 +28,10 @@ __all__ = [
     "DeadLetter",
     "inspect_dead_letter",
     "list_dead_letters",
+    "pause_group",
     "purge_dead_letters",
     "redrive_dead_letters",
+    "resume_group",
 ]
 
 _META = (
@@ -128,3 +134,13 @@ async def purge_dead_letters(
         await redis.delete(keys.dead_letters(stream))
         return count
     return int(await redis.xdel(keys.dead_letters(stream), *ids)) if ids else 0
+
+
+async def pause_group(redis: Redis, keys: StreamKeys, stream: str, group: str) -> None:
+    """Pause ``group`` on ``stream``: its workers take no new entries within seconds."""
+    await redis.set(pause_key(keys, stream, group), "1")
+
+
+async def resume_group(redis: Redis, keys: StreamKeys, stream: str, group: str) -> None:
+    """Resume a paused group."""
+    await redis.delete(pause_key(keys, stream, group))

@@ -1,7 +1,7 @@
 """Prometheus metrics of the job runtime.
 
 Counters and histograms are counted in-process. Stream health gauges are sampled from Redis by
-:mod:`servicekit.jobs.health`; they carry no instance label, so every replica reports the same
+:mod:`servicekit.jobs._maintenance`; they carry no instance label, so every replica reports the same
 value and dashboards take ``max by (stream, group)``.
 """
 

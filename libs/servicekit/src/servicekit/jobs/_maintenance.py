@@ -17,9 +17,9 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from servicekit.jobs.delivery import entry_time
-from servicekit.jobs.metrics import JobMetrics
-from servicekit.jobs.scripts import PRUNE_CONSUMER
+from servicekit.jobs._delivery import entry_time
+from servicekit.jobs._metrics import JobMetrics
+from servicekit.jobs._scripts import PRUNE_CONSUMER
 from servicekit.keys import StreamKeys
 
 __all__ = ["RetentionPolicy", "StreamMaintenance", "pause_key", "safe_trim_id"]

@@ -3,7 +3,7 @@
 A consumer holds entries it read (queued or running). This module keeps their leases alive, takes
 over the entries of dead consumers after the visibility timeout, claims retries when they are due,
 drains a restarted consumer's own entries first, and releases what it will not finish. Claims are
-the Lua scripts of :mod:`servicekit.jobs.scripts`, so racing consumers never both take an entry.
+the Lua scripts of :mod:`servicekit.jobs._scripts`, so racing consumers never both take an entry.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
-from servicekit.jobs.delivery import AttemptHistory, Delivery
-from servicekit.jobs.scripts import CLAIM_DUE, CLAIM_OWN, RECLAIM_IDLE, SET_IDLE
+from servicekit.jobs._delivery import AttemptHistory, Delivery
+from servicekit.jobs._scripts import CLAIM_DUE, CLAIM_OWN, RECLAIM_IDLE, SET_IDLE
 from servicekit.keys import StreamKeys
 
 __all__ = ["PendingEntries", "first_of", "is_group_loss"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import structlog
 from redis.asyncio import Redis
 
-from servicekit.jobs.codec import FOR_GROUP_FIELD
+from servicekit.jobs._codec import FOR_GROUP_FIELD
 from servicekit.keys import Companion, StreamKeys
 
 __all__ = ["LegacyKeys", "migrate_keys"]

@@ -20,9 +20,9 @@ from contracts import (
     JobStarted,
     JobSucceeded,
 )
-from servicekit.jobs.codec import encode_event
-from servicekit.jobs.delivery import Delivery
-from servicekit.jobs.outbound import Outbound
+from servicekit.jobs._codec import encode_event
+from servicekit.jobs._delivery import Delivery
+from servicekit.jobs._outbound import Outbound
 from servicekit.keys import StreamKeys
 
 __all__ = ["LifecycleEmitter"]

@@ -17,7 +17,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from servicekit.jobs.delivery import AttemptHistory, Delivery
+from servicekit.jobs._delivery import AttemptHistory, Delivery
 
 __all__ = ["Outbound"]
 
