@@ -204,7 +204,7 @@ class Supervisor:
         lines = [
             f"notes-platform is up ({elapsed:.1f} s).",
             f"  API         {api}  (OpenAPI at {api}/docs)" if api else None,
-            f"  ops ports   {ops}  (/metrics /healthz /readyz)",
+            f"  ops ports   {ops}  (/metrics /healthz /readyz /asyncapi.json)",
             f"  Redis       {self.resolved.redis.describe()}",
             f"  PostgreSQL  {self.resolved.postgres.describe()}",
             grafana,  # the compose stack's, when it is up
