@@ -21,9 +21,9 @@ from contracts import ArchiveRequested, CopyRequested, Event
 from contracts.notes import NoteCreated, NoteDeleted, NoteSnapshot, NoteUpdated
 from servicekit import OutboxRelay, ServiceSettings, StreamKeys, setup_telemetry
 from servicekit.jobs import Worker
-from servicekit.jobs._codec import decode_entry
 from servicekit.migrations import migrate
 from servicekit.settings import asyncpg_url
+from servicekit.testing import read_events
 
 E = TypeVar("E", bound=Event)
 OWNER = "alice"
@@ -98,8 +98,7 @@ class Archiver:
     engine: AsyncEngine
 
     async def events(self, stream: str, event_type: type[E]) -> list[E]:
-        entries = await self.redis.xrange(self.keys.stream(stream))
-        return [decode_entry(fields, event_type)[0] for _, fields in entries]  # type: ignore[misc]
+        return await read_events(self.redis, self.keys, stream, event_type)
 
     async def count(self, table: str, note_id: UUID) -> int:
         async with self.engine.connect() as connection:

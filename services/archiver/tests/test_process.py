@@ -24,9 +24,8 @@ from contracts.notes import NoteArchived
 from contracts.streams import NOTES_ARCHIVED, NOTES_CREATED, job_stream
 from servicekit import StreamKeys
 from servicekit.jobs import enqueue, publish
-from servicekit.jobs._codec import decode_entry
 from servicekit.settings import asyncpg_url
-from servicekit.testing import eventually
+from servicekit.testing import eventually, read_events
 
 from .conftest import archive_request, note_created
 
@@ -113,8 +112,7 @@ async def engine(
 
 
 async def archived_events(redis: Redis, keys: StreamKeys) -> list[NoteArchived]:
-    entries = await redis.xrange(keys.stream(NOTES_ARCHIVED))
-    return [decode_entry(fields, NoteArchived)[0] for _, fields in entries]  # type: ignore[misc]
+    return await read_events(redis, keys, NOTES_ARCHIVED, NoteArchived)
 
 
 async def count_rows(engine: AsyncEngine, table: str) -> int:

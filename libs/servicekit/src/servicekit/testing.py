@@ -17,17 +17,20 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from contracts import Service, groups_for
+from contracts import Event, Service, groups_for
 
 if TYPE_CHECKING:
     from servicekit.jobs.routing import JobRouter, Route
+    from servicekit.keys import StreamKeys
+
+E = TypeVar("E", bound=Event)
 
 __all__ = [
     "assert_routes_declared",
@@ -37,6 +40,7 @@ __all__ = [
     "eventually",
     "fresh_database",
     "postgres_admin_url",
+    "read_events",
     "redis_client",
     "redis_url",
     "stream_prefix",
@@ -175,3 +179,11 @@ def assert_routes_declared(routes: JobRouter | Iterable[Route], service: Service
     assert not problems, f"{Service(service)} routes disagree with contracts.groups:\n" + "\n".join(
         problems
     )
+
+
+async def read_events(redis: Redis, keys: StreamKeys, stream: str, event_type: type[E]) -> list[E]:
+    """Return every event on the contracts stream ``stream``, oldest first, as ``event_type``."""
+    from servicekit.jobs._codec import decode_entry
+
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(keys.stream(stream))  # type: ignore[assignment]
+    return [cast("E", decode_entry(fields, event_type)[0]) for _, fields in entries]
