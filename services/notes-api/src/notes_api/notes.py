@@ -3,9 +3,10 @@
 Another owner's note is not found, exactly like a missing one (404).
 """
 
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import bindparam
+from sqlalchemy import Row, bindparam
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import select
 
@@ -37,10 +38,15 @@ async def read_note(connection: AsyncConnection, owner: str, note_id: UUID) -> N
 
 async def owned_note(
     connection: AsyncConnection, owner: str, note_id: UUID, *, lock: bool
-) -> NoteSnapshot:
+) -> Row[Any]:
     """The owner's note in ``connection``'s transaction (``lock``: FOR UPDATE); 404 otherwise."""
     statement = _OWNED_NOTE_LOCKED if lock else _OWNED_NOTE
     row = (await connection.execute(statement, {"note_id": note_id, "owner": owner})).first()
     if row is None:
         raise Problem(404, NOT_FOUND)
-    return NoteSnapshot.model_validate(row, from_attributes=True)
+    return row
+
+
+def snapshot(note: object) -> NoteSnapshot:
+    """The note as events carry it: a row read with `select(Note)` (or `returning(Note)`)."""
+    return NoteSnapshot.model_validate(note, from_attributes=True)

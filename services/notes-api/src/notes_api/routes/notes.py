@@ -27,7 +27,7 @@ from notes_api.deps import EngineDep, IdempotentDep, OwnerDep, ReaderDep
 from notes_api.errors import PROBLEMS, Problem
 from notes_api.idempotency import Outcome
 from notes_api.models import Note, NoteCreate, NotePage, NotePublic, NoteUpdate, Tag, Text_
-from notes_api.notes import owned_note, public, read_note
+from notes_api.notes import owned_note, public, read_note, snapshot
 from notes_api.outbox import PRODUCER, emit
 from notes_api.pagination import read_page
 
@@ -48,11 +48,11 @@ def note_outcome(note: NotePublic, status_code: int = 200) -> Outcome:
     return Outcome(status_code, note.model_dump(mode="json"), headers)
 
 
-def check_if_match(note: NoteSnapshot, if_match: str | None) -> None:
+def check_if_match(version: int, if_match: str | None) -> None:
     if if_match is None:
         return
     tags = {t.strip().removeprefix("W/") for t in if_match.split(",")}
-    current = etag(note.version)
+    current = etag(version)
     if "*" not in tags and current not in tags:
         raise Problem(412, f"The note changed; its ETag is now {current}.")
 
@@ -129,7 +129,7 @@ async def update_note(
     changes = payload.model_dump(exclude_unset=True, exclude_none=True)
     async with engine.begin() as connection:
         note = await owned_note(connection, owner, note_id, lock=True)
-        check_if_match(note, if_match)
+        check_if_match(note.version, if_match)
         if changes:
             changed = await connection.execute(
                 update(Note)
@@ -137,12 +137,12 @@ async def update_note(
                 .values(**changes, version=note.version + 1, updated_at=utc_now())
                 .returning(Note)
             )
-            note = NoteSnapshot.model_validate(changed.one(), from_attributes=True)
+            note = changed.one()
             event = NoteUpdated(
-                producer=PRODUCER, owner_id=owner, note_id=note.id, version=note.version,
-                note=note,
+                producer=PRODUCER, owner_id=owner, note_id=note_id, version=note.version,
+                note=snapshot(note),
             )  # fmt: skip
-            await emit(connection, event, stream=NOTES_UPDATED, aggregate_id=note.id)
+            await emit(connection, event, stream=NOTES_UPDATED, aggregate_id=note_id)
     return note_outcome(public(note)).response()
 
 
@@ -152,8 +152,9 @@ async def delete_note(
 ) -> Response:
     """Delete a note (204); emits notes.deleted.v1 with its last state."""
     async with engine.begin() as connection:
-        note = await owned_note(connection, owner, note_id, lock=True)
-        check_if_match(note, if_match)
+        row = await owned_note(connection, owner, note_id, lock=True)
+        check_if_match(row.version, if_match)
+        note = snapshot(row)
         await connection.execute(delete(Note).where(col(Note.id) == note_id))
         event = NoteDeleted(
             producer=PRODUCER, owner_id=owner, note_id=note_id, version=note.version + 1,
