@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from contracts import MAX_TAG_LENGTH, MAX_TAGS, MAX_TITLE_LENGTH, JobStatus, NoteSnapshot
+from contracts import MAX_TAG_LENGTH, MAX_TAGS, MAX_TITLE_LENGTH, JobStatus
 from notes_api.settings import SCHEMA
 
 # ---- tables --------------------------------------------------------------------------------------
@@ -39,9 +39,6 @@ class Note(SQLModel, table=True):
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
     archived_at: datetime | None = _timestamp(nullable=True)
-
-    def snapshot(self) -> NoteSnapshot:
-        return NoteSnapshot.model_validate(self, from_attributes=True)
 
 
 class ApiKey(SQLModel, table=True):
