@@ -6,7 +6,6 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import NOTES_CREATED
 from notes_api.app import create_app
@@ -95,8 +94,8 @@ async def test_records_are_kept_for_at_least_24_hours_and_purged_after_expiry(
         await connection.execute(text(
             "UPDATE notes.idempotency_keys SET created_at = now() - interval '25 hours', "
             "expires_at = now() - interval '1 hour' WHERE key = 'old'"))  # fmt: skip
-    async with AsyncSession(engine) as session, session.begin():
-        purged = await purge_expired(session, datetime.now(UTC) - timedelta(hours=24))
+    async with engine.begin() as connection:
+        purged = await purge_expired(connection, datetime.now(UTC) - timedelta(hours=24))
     assert purged == 1
     replay = await client.post(
         "/v1/notes", json={"title": "b"}, headers={**alice, "Idempotency-Key": "new"}

@@ -12,12 +12,12 @@ import secrets
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import bindparam, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlmodel import col
+from sqlmodel import col, select
 
 from contracts import utc_now
-from notes_api.models import API_KEYS, ApiKey
+from notes_api.models import ApiKey
 
 KEY_PREFIX = "nk_"
 _KEY_SHAPE = re.compile(r"nk_[A-Za-z0-9_-]{43}")
@@ -36,8 +36,8 @@ def well_formed(key: str) -> bool:
 
 
 # Built once with bound parameters: SQLAlchemy then reuses its compiled form on every request.
-_OWNER_BY_KEY_HASH = select(API_KEYS.c.owner_id).where(
-    API_KEYS.c.key_hash == bindparam("key_hash"), API_KEYS.c.revoked_at.is_(None)
+_OWNER_BY_KEY_HASH = select(ApiKey.owner_id).where(
+    ApiKey.key_hash == bindparam("key_hash"), col(ApiKey.revoked_at).is_(None)
 )
 
 
@@ -55,7 +55,7 @@ async def create_key(engine: AsyncEngine, owner: str) -> tuple[UUID, str]:
     key, key_id = new_key(), uuid4()
     async with engine.begin() as connection:
         await connection.execute(
-            ApiKey.__table__.insert().values(  # type: ignore[attr-defined]
+            insert(ApiKey).values(
                 id=key_id, owner_id=owner, key_hash=hash_key(key), created_at=utc_now()
             )
         )

@@ -4,15 +4,18 @@ One code path for `POST /v1/notes:bulk-archive` and the scheduled auto-archive c
 worker): the filter is resolved in the transaction that creates the parent job, the chunks
 (≤ `MAX_CHUNK_ITEMS` items) go to the outbox on `jobs.bulk_archive_chunk.low`, and each chunk's
 notes are recorded in `bulk_chunks` so a lost chunk can be counted as failed on the parent.
+
+Each function takes the transaction's connection (a SQLModel session is still accepted, see
+`notes_api.db.Connectable`).
 """
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid5
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, insert
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import (
     JOBS_LIFECYCLE,
@@ -26,7 +29,8 @@ from contracts import (
     job_stream,
     utc_now,
 )
-from notes_api.jobs import empty_progress, new_job
+from notes_api.db import Connectable, connection_of
+from notes_api.jobs import add_job, empty_progress, new_job
 from notes_api.models import BulkChunk, Job, Note
 from notes_api.outbox import PRODUCER, emit
 
@@ -51,15 +55,16 @@ def _filters(
 
 
 async def matching_owners(
-    session: AsyncSession, tag: str | None, not_updated_for_days: int | None, now: datetime
+    session: Connectable, tag: str | None, not_updated_for_days: int | None, now: datetime
 ) -> list[str]:
     """Owners with at least one note the filter matches (for an every-owner auto-archive)."""
+    connection = await connection_of(session)
     statement = select(Note.owner_id).where(*_filters(tag, not_updated_for_days, now)).distinct()
-    return list((await session.exec(statement.order_by(col(Note.owner_id)))).all())
+    return list((await connection.execute(statement.order_by(col(Note.owner_id)))).scalars())
 
 
 async def resolve_items(
-    session: AsyncSession,
+    session: Connectable,
     owner: str,
     tag: str | None,
     not_updated_for_days: int | None,
@@ -67,47 +72,51 @@ async def resolve_items(
     now: datetime | None = None,
 ) -> list[ChunkItem]:
     """The owner's matching notes as `(note_id, version)`, in id order (``now``: cutoff base)."""
+    connection = await connection_of(session)
     statement = select(Note.id, Note.version).where(
         Note.owner_id == owner, *_filters(tag, not_updated_for_days, now)
     )
-    rows = (await session.exec(statement.order_by(col(Note.id)))).all()
+    rows = await connection.execute(statement.order_by(col(Note.id)))
     return [ChunkItem(note_id=note_id, version=version) for note_id, version in rows]
 
 
 async def create_parent(
-    session: AsyncSession, owner: str, items: Sequence[ChunkItem], *, job_id: UUID | None = None
+    session: Connectable, owner: str, items: Sequence[ChunkItem], *, job_id: UUID | None = None
 ) -> Job:
     """Write the parent job, its chunks (outbox and `bulk_chunks`); empty → succeeded at once."""
+    connection = await connection_of(session)
     status = JobStatus.ACCEPTED if items else JobStatus.SUCCEEDED
     job = new_job(
         owner, JobType.BULK_ARCHIVE, status, job_id=job_id, progress=empty_progress(len(items))
     )
-    session.add(job)
-    await session.flush()
+    await add_job(connection, job)
+    records: list[dict[str, Any]] = []
     for chunk_no, start in enumerate(range(0, len(items), MAX_CHUNK_ITEMS)):
         chunk_items = list(items[start : start + MAX_CHUNK_ITEMS])
         chunk = BulkArchiveChunk(
             producer=PRODUCER, owner_id=owner, job_id=chunk_job_id(job.id, chunk_no),
             parent_job_id=job.id, chunk_no=chunk_no, items=chunk_items,
         )  # fmt: skip
-        record = BulkChunk(
-            id=chunk.job_id, parent_id=job.id, chunk_no=chunk_no, item_count=len(chunk_items),
-            note_ids=[item.note_id for item in chunk_items], lost_at=None,
+        records.append(
+            BulkChunk(
+                id=chunk.job_id, parent_id=job.id, chunk_no=chunk_no, item_count=len(chunk_items),
+                note_ids=[item.note_id for item in chunk_items], lost_at=None,
+            ).model_dump()
         )  # fmt: skip
-        session.add(record)
-        await emit(session, chunk, stream=CHUNK_STREAM, aggregate_id=job.id)
-    await session.flush()
+        await emit(connection, chunk, stream=CHUNK_STREAM, aggregate_id=job.id)
+    if records:
+        await connection.execute(insert(BulkChunk), records)
     if not items:  # nothing to do: complete at once, and say so like any parent
         completed = JobCompleted(
             producer=PRODUCER, job_id=job.id, job_type=job.type, trace_id=job.trace_id,
             total=0, succeeded=0, failed=0, skipped=0, status=JobStatus.SUCCEEDED,
         )  # fmt: skip
-        await emit(session, completed, stream=JOBS_LIFECYCLE, aggregate_id=job.id)
+        await emit(connection, completed, stream=JOBS_LIFECYCLE, aggregate_id=job.id)
     return job
 
 
 async def create_bulk_archive(
-    session: AsyncSession,
+    session: Connectable,
     owner: str,
     tag: str | None,
     not_updated_for_days: int | None,

@@ -3,8 +3,8 @@
 They are all `async def`: FastAPI runs a plain `def` dependency in a thread pool, a thread hop per
 dependency per request that cost more CPU than the request's own work.
 
-The session, the owner from the bearer key, and the Idempotency-Key wrapper every POST runs its
-work through.
+The engine for a route's own write transaction, the autocommit reader, the owner from the bearer
+key, and the Idempotency-Key wrapper every POST runs its work through (in its transaction).
 """
 
 from collections.abc import AsyncIterator
@@ -14,8 +14,7 @@ from fastapi import Depends, Header, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notes_api.auth import owner_for_key
 from notes_api.errors import Problem
@@ -30,9 +29,9 @@ async def get_settings(request: Request) -> NotesApiSettings:
     return settings
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    async with request.app.state.sessions() as session:
-        yield session
+async def get_engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
 
 
 async def get_reader(request: Request) -> AsyncIterator[AsyncConnection]:
@@ -41,7 +40,9 @@ async def get_reader(request: Request) -> AsyncIterator[AsyncConnection]:
 
 
 SettingsDep = Annotated[NotesApiSettings, Depends(get_settings)]
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+"""For a write outside Idempotency-Key: `async with engine.begin() as connection` (the connection
+goes back to the pool at commit, before the response is sent)."""
 ReaderDep = Annotated[AsyncConnection, Depends(get_reader)]
 """A connection in autocommit, shared by auth and the route: for single-statement reads."""
 

@@ -16,6 +16,13 @@ PROBLEM_JSON = "application/problem+json"
 _log = get_logger("notes_api.errors")
 
 
+_PROBLEM_CODES = (400, 401, 404, 409, 412, 413, 415, 422, 503)
+PROBLEMS: dict[int | str, dict[str, object]] = {
+    code: {"description": "problem+json"} for code in _PROBLEM_CODES
+}
+"""The problem answers a route may give, for its OpenAPI `responses`."""
+
+
 class Problem(Exception):  # noqa: N818 - it is the response, not an error condition
     """Answer with a problem document; raise it anywhere in a request."""
 

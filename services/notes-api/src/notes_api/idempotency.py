@@ -28,10 +28,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import and_, delete, func, or_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
+from notes_api.db import Connectable, connection_of, engine_of
 from notes_api.errors import Problem
 from notes_api.models import IdempotencyRecord
 
@@ -50,7 +50,8 @@ class Outcome:
         return JSONResponse(self.body, self.status_code, headers=self.headers)
 
 
-Operation = Callable[[AsyncSession], Awaitable[Outcome]]
+Operation = Callable[[AsyncConnection], Awaitable[Outcome]]
+"""A POST's work, run in the transaction whose connection it is given."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,13 @@ def fingerprint(method: str, path: str, payload: BaseModel | None) -> str:
 
 class IdempotencyStore:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, ttl: timedelta, lock: timedelta
+        self,
+        database: AsyncEngine | async_sessionmaker[Any],
+        *,
+        ttl: timedelta,
+        lock: timedelta,
     ) -> None:
-        self.sessions = sessions
+        self.engine = engine_of(database)
         self.ttl = ttl
         self.lock = lock
 
@@ -94,16 +99,16 @@ class IdempotencyStore:
     ) -> Outcome:
         """Run ``operation`` in a transaction, at most once per (owner, route, key)."""
         if key is None:
-            async with self.sessions() as session, session.begin():
-                return await operation(session)
+            async with self.engine.begin() as connection:
+                return await operation(connection)
         claim = Claim(owner, route, key, uuid4())
         stored = await self._claim(claim, request_hash)
         if stored is not None:
             return stored
         try:
-            async with self.sessions() as session, session.begin():
-                outcome = await operation(session)
-                completed = await (await session.connection()).execute(
+            async with self.engine.begin() as connection:
+                outcome = await operation(connection)
+                completed = await connection.execute(
                     update(IdempotencyRecord)
                     .where(*claim.held())
                     .values(
@@ -125,9 +130,8 @@ class IdempotencyStore:
 
     async def _claim(self, claim: Claim, request_hash: str) -> Outcome | None:
         """Take ``claim`` (return None) or return the stored response; raise 409/422."""
-        table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
         now = func.now()
-        claim_row = insert(table).values(
+        claim_row = insert(IdempotencyRecord).values(
             owner_id=claim.owner,
             route=claim.route,
             key=claim.key,
@@ -138,11 +142,11 @@ class IdempotencyStore:
             expires_at=now + self.ttl,
         )
         takeover = or_(
-            table.c.expires_at < now,  # an expired record is as good as none
+            col(IdempotencyRecord.expires_at) < now,  # an expired record is as good as none
             and_(
-                table.c.status_code.is_(None),
-                table.c.locked_at < now - self.lock,
-                table.c.fingerprint == request_hash,
+                col(IdempotencyRecord.status_code).is_(None),
+                col(IdempotencyRecord.locked_at) < now - self.lock,
+                col(IdempotencyRecord.fingerprint) == request_hash,
             ),
         )
         statement = claim_row.on_conflict_do_update(
@@ -158,11 +162,13 @@ class IdempotencyStore:
                 "response_headers": None,
             },
             where=takeover,
-        ).returning(table.c.key)
-        async with self.sessions() as session, session.begin():
-            if (await (await session.connection()).execute(statement)).first() is not None:
+        ).returning(col(IdempotencyRecord.key))
+        async with self.engine.begin() as connection:
+            if (await connection.execute(statement)).first() is not None:
                 return None
-            record = (await session.exec(select(IdempotencyRecord).where(*claim.record()))).one()
+            record = (
+                await connection.execute(select(IdempotencyRecord).where(*claim.record()))
+            ).one()
         if record.fingerprint != request_hash:
             raise Problem(
                 422, "This Idempotency-Key was used with a different request.",
@@ -178,8 +184,8 @@ class IdempotencyStore:
 
     async def _release(self, claim: Claim) -> None:
         """Delete the record if this claim still holds it (never a retry's takeover)."""
-        async with self.sessions() as session, session.begin():
-            await (await session.connection()).execute(
+        async with self.engine.begin() as connection:
+            await connection.execute(
                 delete(IdempotencyRecord).where(
                     *claim.held(), col(IdempotencyRecord.status_code).is_(None)
                 )
@@ -197,9 +203,13 @@ def _superseded() -> Problem:
     )
 
 
-async def purge_expired(session: AsyncSession, older_than: Any) -> int:
-    """Delete records that expired and were created before ``older_than``; return how many."""
-    result = await (await session.connection()).execute(
+async def purge_expired(session: Connectable, older_than: Any) -> int:
+    """Delete records that expired and were created before ``older_than``; return how many.
+
+    ``session``: the transaction's connection (a SQLModel session is still accepted).
+    """
+    connection = await connection_of(session)
+    result = await connection.execute(
         delete(IdempotencyRecord).where(
             col(IdempotencyRecord.created_at) < older_than,
             col(IdempotencyRecord.expires_at) < func.now(),

@@ -8,7 +8,8 @@ follows retrying of attempt 1).
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import Row
+from sqlalchemy import Row, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import TERMINAL_STATUSES, JobStatus, JobType, utc_now
 from notes_api.models import Attempt, Job, JobPublic, Progress
@@ -37,7 +38,7 @@ def moves_forward(job: Job, status: JobStatus, attempt: int | None) -> bool:
 def new_job(
     owner: str, job_type: JobType, status: JobStatus, *, job_id: UUID | None = None, **fields: Any
 ) -> Job:
-    """A new job row (not yet added to a session), carrying the current trace id."""
+    """A new job row (not yet inserted: `add_job`), carrying the current trace id."""
     now = utc_now()
     return Job(
         id=job_id or uuid4(), owner_id=owner, type=str(job_type), status=str(status), attempts=[],
@@ -45,12 +46,18 @@ def new_job(
     )  # fmt: skip
 
 
+async def add_job(connection: AsyncConnection, job: Job) -> None:
+    """Insert ``job``'s row in ``connection``'s transaction."""
+    # Values as parameters, not `.values(...)`: the statement's compiled form is then cached.
+    await connection.execute(insert(Job), job.model_dump())
+
+
 def empty_progress(total: int) -> dict[str, int]:
     return {"total": total, "succeeded": 0, "failed": 0, "skipped": 0}
 
 
 def job_public(job: Job | Row[Any]) -> JobPublic:
-    """The API view of a job: an ORM `Job` or a row of `jobs`."""
+    """The API view of a job: a `Job` or a row read with `select(Job)`."""
     attempts = [Attempt.model_validate(a) for a in job.attempts]
     progress = Progress.model_validate(job.progress) if job.progress is not None else None
     return JobPublic(
@@ -59,7 +66,3 @@ def job_public(job: Job | Row[Any]) -> JobPublic:
         updated_at=job.updated_at, result=job.result, error=job.error, progress=progress,
         trace_id=job.trace_id,
     )  # fmt: skip
-
-
-def job_body(job: Job) -> dict[str, Any]:
-    return job_public(job).model_dump(mode="json")

@@ -1,7 +1,9 @@
-"""Tables of schema `notes` (sqlmodel) and the API's request/response models.
+"""Tables of schema `notes` (SQLModel table classes) and the API's request/response models.
 
 Tables: `notes`, `api_keys`, `idempotency_keys`, `jobs`, `bulk_chunks` (the outbox and inbox
-tables belong to servicekit and are created by the first migration).
+tables belong to servicekit and are created by the first migration). The table classes are the
+schema that statements are written against (see `notes_api.db`); they match the migrations.
+The non-table models are the API's shapes.
 """
 
 from datetime import datetime
@@ -9,12 +11,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import Column, DateTime, Integer, Table, Text, Uuid
+from sqlalchemy import Column, DateTime, Integer, Text, Uuid
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from contracts import MAX_TAG_LENGTH, MAX_TAGS, MAX_TITLE_LENGTH, JobStatus, NoteSnapshot
+from contracts import MAX_TAG_LENGTH, MAX_TAGS, MAX_TITLE_LENGTH, JobStatus
 from notes_api.settings import SCHEMA
 
 # ---- tables --------------------------------------------------------------------------------------
@@ -38,13 +40,6 @@ class Note(SQLModel, table=True):
     updated_at: datetime = _timestamp()
     archived_at: datetime | None = _timestamp(nullable=True)
 
-    def snapshot(self) -> NoteSnapshot:
-        return NoteSnapshot.model_validate(self, from_attributes=True)
-
-
-NOTES: Table = Note.__table__  # type: ignore[attr-defined]
-"""The `notes` table, for Core statements on the hot paths (no ORM unit of work)."""
-
 
 class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"
@@ -55,9 +50,6 @@ class ApiKey(SQLModel, table=True):
     key_hash: str = SQLField(sa_column=Column(Text, nullable=False, unique=True))
     created_at: datetime = _timestamp()
     revoked_at: datetime | None = _timestamp(nullable=True)
-
-
-API_KEYS: Table = ApiKey.__table__  # type: ignore[attr-defined]
 
 
 class IdempotencyRecord(SQLModel, table=True):

@@ -3,7 +3,7 @@
 from uuid import UUID
 
 from opentelemetry import trace
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts import Event, Service
 from notes_api.settings import SCHEMA
@@ -12,9 +12,10 @@ from servicekit import add_to_outbox
 PRODUCER = str(Service.NOTES_API)
 
 
-async def emit(session: AsyncSession, event: Event, *, stream: str, aggregate_id: UUID) -> None:
-    """Add ``event`` to the outbox in ``session``'s transaction (published after commit)."""
-    connection = await session.connection()
+async def emit(
+    connection: AsyncConnection, event: Event, *, stream: str, aggregate_id: UUID
+) -> None:
+    """Add ``event`` to the outbox in ``connection``'s transaction (published after commit)."""
     await add_to_outbox(connection, SCHEMA, event, stream=stream, aggregate_id=str(aggregate_id))
 
 

@@ -7,14 +7,14 @@ requests (`run_at`) as `jobs.delayed.requested.v1` on `jobs.delayed.v1` for the 
 """
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
-from sqlalchemy import tuple_
+from sqlalchemy import Row, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from contracts import (
@@ -32,9 +32,9 @@ from contracts import (
 )
 from notes_api.bulk import create_bulk_archive
 from notes_api.deps import IdempotentDep, OwnerDep, ReaderDep, SettingsDep
-from notes_api.errors import Problem
+from notes_api.errors import PROBLEMS, Problem
 from notes_api.idempotency import Outcome
-from notes_api.jobs import CANCELLABLE, job_body, job_public, new_job
+from notes_api.jobs import CANCELLABLE, add_job, job_public, new_job
 from notes_api.models import (
     ArchiveJobCreate,
     BulkArchiveCreate,
@@ -44,9 +44,9 @@ from notes_api.models import (
     JobPage,
     JobPublic,
 )
+from notes_api.notes import owned_note
 from notes_api.outbox import PRODUCER, emit
-from notes_api.pagination import decode_cursor, encode_cursor
-from notes_api.routes.notes import PROBLEMS, owned_note
+from notes_api.pagination import read_page
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 
@@ -56,18 +56,19 @@ def accepted(job: Job) -> Outcome:
     return Outcome(202, body, {"Location": f"/v1/jobs/{job.id}"})
 
 
-async def submit(session: AsyncSession, job: Job, request: JobRequest, aggregate: UUID) -> None:
+async def submit(
+    connection: AsyncConnection, job: Job, request: JobRequest, aggregate: UUID
+) -> None:
     """Store the job row and its request (delayed when the job has a `run_at`)."""
-    session.add(job)
-    await session.flush()
+    await add_job(connection, job)
     stream = job_stream(request.JOB_TYPE, Priority.DEFAULT)
     if job.run_at is None:
-        await emit(session, request, stream=stream, aggregate_id=aggregate)
+        await emit(connection, request, stream=stream, aggregate_id=aggregate)
         return
     delayed = DelayedJobRequested.for_request(
         request, run_at=job.run_at, priority=Priority.DEFAULT, producer=PRODUCER
     )
-    await emit(session, delayed, stream=JOBS_DELAYED, aggregate_id=aggregate)
+    await emit(connection, delayed, stream=JOBS_DELAYED, aggregate_id=aggregate)
 
 
 @router.post(
@@ -86,8 +87,8 @@ async def archive_note(
         raise Problem(422, f"run_at is more than {settings.delay_horizon_days} days ahead.")
     delayed = run_at is not None and run_at > now  # a past run_at means now
 
-    async def create(session: AsyncSession) -> Outcome:
-        note = await owned_note(session, call.owner, note_id, lock=False)
+    async def create(connection: AsyncConnection) -> Outcome:
+        note = await owned_note(connection, call.owner, note_id, lock=False)
         status = JobStatus.SCHEDULED if delayed else JobStatus.ACCEPTED
         job = new_job(call.owner, JobType.ARCHIVE, status, note_id=note_id,
                       run_at=run_at if delayed else None)  # fmt: skip
@@ -95,7 +96,7 @@ async def archive_note(
             producer=PRODUCER, owner_id=call.owner, job_id=job.id, note_id=note_id,
             version=note.version,
         )  # fmt: skip
-        await submit(session, job, request, note_id)
+        await submit(connection, job, request, note_id)
         return accepted(job)
 
     return await call.respond(payload, create)
@@ -109,14 +110,14 @@ async def copy_note(
 ) -> JSONResponse:
     """Copy the note's current version into a new note of the same owner (job result: note_id)."""
 
-    async def create(session: AsyncSession) -> Outcome:
-        note = await owned_note(session, call.owner, note_id, lock=False)
+    async def create(connection: AsyncConnection) -> Outcome:
+        note = await owned_note(connection, call.owner, note_id, lock=False)
         job = new_job(call.owner, JobType.COPY, JobStatus.ACCEPTED, note_id=note_id)
         request = CopyRequested(
             producer=PRODUCER, owner_id=call.owner, job_id=job.id, note_id=note_id,
             version=note.version, new_title=payload.title if payload else None,
         )  # fmt: skip
-        await submit(session, job, request, note_id)
+        await submit(connection, job, request, note_id)
         return accepted(job)
 
     return await call.respond(payload, create)
@@ -129,11 +130,10 @@ async def bulk_archive(
     """Archive every matching unarchived note (tag, not updated for N days) as one parent job."""
     criteria = payload or BulkArchiveCreate()
 
-    async def create(session: AsyncSession) -> Outcome:
+    async def create(connection: AsyncConnection) -> Outcome:
         job = await create_bulk_archive(
-            session, call.owner, criteria.tag, criteria.not_updated_for_days
+            connection, call.owner, criteria.tag, criteria.not_updated_for_days
         )
-        assert job is not None
         return accepted(job)
 
     return await call.respond(payload, create)
@@ -147,9 +147,12 @@ def _owned_jobs(owner: str) -> SelectOfScalar[Job]:
     return select(Job).where(Job.owner_id == owner, col(Job.parent_id).is_(None))
 
 
-async def owned_job(session: AsyncSession, owner: str, job_id: UUID, *, lock: bool) -> Job:
+async def owned_job(
+    connection: AsyncConnection, owner: str, job_id: UUID, *, lock: bool
+) -> Row[Any]:
+    """The owner's job (``lock``: FOR UPDATE, in ``connection``'s transaction); 404 otherwise."""
     statement = _owned_jobs(owner).where(Job.id == job_id)
-    job = (await session.exec(statement.with_for_update() if lock else statement)).first()
+    job = (await connection.execute(statement.with_for_update() if lock else statement)).first()
     if job is None:
         raise Problem(404, NOT_FOUND)
     return job
@@ -158,10 +161,7 @@ async def owned_job(session: AsyncSession, owner: str, job_id: UUID, *, lock: bo
 @router.get("/jobs/{job_id}", response_model=JobPublic, responses=PROBLEMS)
 async def get_job(job_id: UUID, owner: OwnerDep, connection: ReaderDep) -> JobPublic:
     """A job's status, attempts, result or error, and progress for bulk archives."""
-    row = (await connection.execute(_owned_jobs(owner).where(Job.id == job_id))).first()
-    if row is None:
-        raise Problem(404, NOT_FOUND)
-    return job_public(row)
+    return job_public(await owned_job(connection, owner, job_id, lock=False))
 
 
 @router.get("/jobs", response_model=JobPage, responses=PROBLEMS)
@@ -176,13 +176,7 @@ async def list_jobs(
     statement = _owned_jobs(owner)
     if status is not None:
         statement = statement.where(Job.status == str(status))
-    if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
-        statement = statement.where(tuple_(Job.created_at, Job.id) < tuple_(created_at, last_id))
-    statement = statement.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit + 1)
-    jobs = list((await connection.execute(statement)).all())
-    page, more = jobs[:limit], len(jobs) > limit
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    page, next_cursor = await read_page(connection, statement, Job, cursor=cursor, limit=limit)
     return JobPage(items=[job_public(j) for j in page], next_cursor=next_cursor)
 
 
@@ -190,18 +184,21 @@ async def list_jobs(
 async def cancel_job(job_id: UUID, call: IdempotentDep) -> JSONResponse:
     """Cancel a job that is not running yet (a delayed one too: the scheduler drops it)."""
 
-    async def cancel(session: AsyncSession) -> Outcome:
-        job = await owned_job(session, call.owner, job_id, lock=True)
+    async def cancel(connection: AsyncConnection) -> Outcome:
+        job = await owned_job(connection, call.owner, job_id, lock=True)
         if job.type == JobType.BULK_ARCHIVE:
             raise Problem(409, "A bulk archive cannot be cancelled: its chunks are already out.")
         if JobStatus(job.status) not in CANCELLABLE:
             raise Problem(409, f"The job is {job.status}; only accepted or scheduled jobs cancel.")
-        was_scheduled = job.status == JobStatus.SCHEDULED
-        job.status, job.updated_at = str(JobStatus.CANCELLED), utc_now()
-        await session.flush()
-        if was_scheduled:
-            cancelled = DelayedJobCancelled(producer=PRODUCER, job_id=job.id)
-            await emit(session, cancelled, stream=JOBS_DELAYED, aggregate_id=job.note_id or job.id)
-        return Outcome(200, job_body(job))
+        cancelled = await connection.execute(
+            update(Job)
+            .where(col(Job.id) == job.id)
+            .values(status=str(JobStatus.CANCELLED), updated_at=utc_now())
+            .returning(Job)
+        )
+        if job.status == JobStatus.SCHEDULED:
+            dropped = DelayedJobCancelled(producer=PRODUCER, job_id=job.id)
+            await emit(connection, dropped, stream=JOBS_DELAYED, aggregate_id=job.note_id or job.id)
+        return Outcome(200, job_public(cancelled.one()).model_dump(mode="json"))
 
     return await call.respond(None, cancel)

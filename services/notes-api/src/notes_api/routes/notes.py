@@ -9,10 +9,9 @@ from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import bindparam, or_, tuple_
+from sqlalchemy import delete, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import (
     NOTES_CREATED,
@@ -24,30 +23,22 @@ from contracts import (
     NoteUpdated,
     utc_now,
 )
-from notes_api.deps import IdempotentDep, OwnerDep, ReaderDep, SessionDep
-from notes_api.errors import Problem
+from notes_api.deps import EngineDep, IdempotentDep, OwnerDep, ReaderDep
+from notes_api.errors import PROBLEMS, Problem
 from notes_api.idempotency import Outcome
-from notes_api.models import NOTES, Note, NoteCreate, NotePage, NotePublic, NoteUpdate, Tag, Text_
+from notes_api.models import Note, NoteCreate, NotePage, NotePublic, NoteUpdate, Tag, Text_
+from notes_api.notes import owned_note, public, read_note, snapshot
 from notes_api.outbox import PRODUCER, emit
-from notes_api.pagination import decode_cursor, encode_cursor
+from notes_api.pagination import read_page
 
 router = APIRouter(prefix="/v1", tags=["notes"])
 
-NOT_FOUND = "No note with this id."
 IfMatch = Annotated[str | None, Header(alias="If-Match", max_length=200)]
-_PROBLEM_CODES = (400, 401, 404, 409, 412, 413, 415, 422, 503)
-PROBLEMS: dict[int | str, dict[str, object]] = {
-    code: {"description": "problem+json"} for code in _PROBLEM_CODES
-}
+_INSERT_NOTE = insert(Note)
 
 
 def etag(version: int) -> str:
     return f'"{version}"'
-
-
-def public(note: object) -> NotePublic:
-    """The API view of a note: an ORM `Note`, a row of `notes`, or a `NoteSnapshot`."""
-    return NotePublic.model_validate(note, from_attributes=True)
 
 
 def note_outcome(note: NotePublic, status_code: int = 200) -> Outcome:
@@ -57,35 +48,13 @@ def note_outcome(note: NotePublic, status_code: int = 200) -> Outcome:
     return Outcome(status_code, note.model_dump(mode="json"), headers)
 
 
-def check_if_match(note: Note, if_match: str | None) -> None:
+def check_if_match(version: int, if_match: str | None) -> None:
     if if_match is None:
         return
     tags = {t.strip().removeprefix("W/") for t in if_match.split(",")}
-    current = etag(note.version)
+    current = etag(version)
     if "*" not in tags and current not in tags:
         raise Problem(412, f"The note changed; its ETag is now {current}.")
-
-
-# Built once with bound parameters, so SQLAlchemy reuses the compiled statement per request.
-_OWNED_NOTE = NOTES.select().where(
-    NOTES.c.id == bindparam("note_id"), NOTES.c.owner_id == bindparam("owner")
-)
-
-
-async def read_note(connection: AsyncConnection, owner: str, note_id: UUID) -> NotePublic:
-    """The owner's note, read with one statement (no transaction); 404 for anyone else's."""
-    row = (await connection.execute(_OWNED_NOTE, {"note_id": note_id, "owner": owner})).first()
-    if row is None:
-        raise Problem(404, NOT_FOUND)
-    return public(row)
-
-
-async def owned_note(session: AsyncSession, owner: str, note_id: UUID, *, lock: bool) -> Note:
-    statement = select(Note).where(Note.id == note_id, Note.owner_id == owner)
-    note = (await session.exec(statement.with_for_update() if lock else statement)).first()
-    if note is None:
-        raise Problem(404, NOT_FOUND)
-    return note
 
 
 def escape_like(text: str) -> str:
@@ -96,19 +65,18 @@ def escape_like(text: str) -> str:
 async def create_note(payload: NoteCreate, call: IdempotentDep) -> JSONResponse:
     """Create a note (201, `Location`, `ETag`); emits notes.created.v1."""
 
-    async def create(session: AsyncSession) -> Outcome:
+    async def create(connection: AsyncConnection) -> Outcome:
         now = utc_now()
         note = NoteSnapshot(
             id=uuid4(), owner_id=call.owner, title=payload.title, body=payload.body,
             tags=payload.tags, version=1, created_at=now, updated_at=now, archived_at=None,
         )  # fmt: skip
-        # A Core insert, not `session.add`: the ORM flush cost more than the rest of the request.
-        connection = await session.connection()
-        await connection.execute(NOTES.insert(), note.model_dump())
+        # Values as parameters, not `.values(...)`: the statement's compiled form is then cached.
+        await connection.execute(_INSERT_NOTE, note.model_dump())
         event = NoteCreated(
             producer=PRODUCER, owner_id=note.owner_id, note_id=note.id, version=1, note=note
         )
-        await emit(session, event, stream=NOTES_CREATED, aggregate_id=note.id)
+        await emit(connection, event, stream=NOTES_CREATED, aggregate_id=note.id)
         return note_outcome(public(note), 201)
 
     return await call.respond(payload, create)
@@ -139,15 +107,7 @@ async def list_notes(
                 col(Note.body).ilike(pattern, escape="\\"),
             )
         )
-    if cursor is not None:
-        created_at, last_id = decode_cursor(cursor)
-        statement = statement.where(tuple_(Note.created_at, Note.id) < tuple_(created_at, last_id))
-    statement = statement.order_by(col(Note.created_at).desc(), col(Note.id).desc()).limit(
-        limit + 1
-    )
-    notes = list((await connection.execute(statement)).all())
-    page, more = notes[:limit], len(notes) > limit
-    next_cursor = encode_cursor(page[-1].created_at, page[-1].id) if more else None
+    page, next_cursor = await read_page(connection, statement, Note, cursor=cursor, limit=limit)
     return NotePage(items=[public(n) for n in page], next_cursor=next_cursor)
 
 
@@ -162,42 +122,43 @@ async def update_note(
     note_id: UUID,
     payload: NoteUpdate,
     owner: OwnerDep,
-    session: SessionDep,
+    engine: EngineDep,
     if_match: IfMatch = None,
 ) -> JSONResponse:
     """Change title, body or tags; `If-Match` with a stale ETag → 412. Emits notes.updated.v1."""
     changes = payload.model_dump(exclude_unset=True, exclude_none=True)
-    async with session.begin():
-        note = await owned_note(session, owner, note_id, lock=True)
-        check_if_match(note, if_match)
+    async with engine.begin() as connection:
+        note = await owned_note(connection, owner, note_id, lock=True)
+        check_if_match(note.version, if_match)
         if changes:
-            for name, value in changes.items():
-                setattr(note, name, value)
-            note.version += 1
-            note.updated_at = utc_now()
-            await session.flush()
+            changed = await connection.execute(
+                update(Note)
+                .where(col(Note.id) == note_id)
+                .values(**changes, version=note.version + 1, updated_at=utc_now())
+                .returning(Note)
+            )
+            note = changed.one()
             event = NoteUpdated(
-                producer=PRODUCER, owner_id=owner, note_id=note.id, version=note.version,
-                note=note.snapshot(),
+                producer=PRODUCER, owner_id=owner, note_id=note_id, version=note.version,
+                note=snapshot(note),
             )  # fmt: skip
-            await emit(session, event, stream=NOTES_UPDATED, aggregate_id=note.id)
-        outcome = note_outcome(public(note))
-    return outcome.response()
+            await emit(connection, event, stream=NOTES_UPDATED, aggregate_id=note_id)
+    return note_outcome(public(note)).response()
 
 
 @router.delete("/notes/{note_id}", status_code=204, responses=PROBLEMS)
 async def delete_note(
-    note_id: UUID, owner: OwnerDep, session: SessionDep, if_match: IfMatch = None
+    note_id: UUID, owner: OwnerDep, engine: EngineDep, if_match: IfMatch = None
 ) -> Response:
     """Delete a note (204); emits notes.deleted.v1 with its last state."""
-    async with session.begin():
-        note = await owned_note(session, owner, note_id, lock=True)
-        check_if_match(note, if_match)
-        snapshot = note.snapshot()
-        await session.delete(note)
+    async with engine.begin() as connection:
+        row = await owned_note(connection, owner, note_id, lock=True)
+        check_if_match(row.version, if_match)
+        note = snapshot(row)
+        await connection.execute(delete(Note).where(col(Note.id) == note_id))
         event = NoteDeleted(
-            producer=PRODUCER, owner_id=owner, note_id=note_id, version=snapshot.version + 1,
-            note=snapshot,
+            producer=PRODUCER, owner_id=owner, note_id=note_id, version=note.version + 1,
+            note=note,
         )  # fmt: skip
-        await emit(session, event, stream=NOTES_DELETED, aggregate_id=note_id)
+        await emit(connection, event, stream=NOTES_DELETED, aggregate_id=note_id)
     return Response(status_code=204)
