@@ -14,8 +14,7 @@ from fastapi import FastAPI
 from opentelemetry import metrics
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notes_api.errors import install_problem_handlers
 from notes_api.http import BodyGuard, RequestMetrics
@@ -68,13 +67,11 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
             max_overflow=settings.database_pool_size,
         )
         trace_sql(engine, telemetry)
-        sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         app.state.settings = settings
         app.state.engine = engine
-        app.state.sessions = sessions
         app.state.readers = autocommit_reads(engine)
         app.state.idempotency = IdempotencyStore(
-            sessions,
+            engine,
             ttl=timedelta(hours=settings.idempotency_ttl_hours),
             lock=timedelta(seconds=settings.idempotency_lock_seconds),
         )

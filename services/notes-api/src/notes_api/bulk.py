@@ -5,8 +5,7 @@ worker): the filter is resolved in the transaction that creates the parent job, 
 (≤ `MAX_CHUNK_ITEMS` items) go to the outbox on `jobs.bulk_archive_chunk.low`, and each chunk's
 notes are recorded in `bulk_chunks` so a lost chunk can be counted as failed on the parent.
 
-Each function takes the transaction's connection (a SQLModel session is still accepted, see
-`notes_api.db.Connectable`).
+Each function takes the connection of the transaction it writes in.
 """
 
 from collections.abc import Sequence
@@ -15,6 +14,7 @@ from typing import Any
 from uuid import UUID, uuid5
 
 from sqlalchemy import ColumnElement, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 
 from contracts import (
@@ -29,7 +29,6 @@ from contracts import (
     job_stream,
     utc_now,
 )
-from notes_api.db import Connectable, connection_of
 from notes_api.jobs import add_job, empty_progress, new_job
 from notes_api.models import BulkChunk, Job, Note
 from notes_api.outbox import PRODUCER, emit
@@ -55,16 +54,15 @@ def _filters(
 
 
 async def matching_owners(
-    session: Connectable, tag: str | None, not_updated_for_days: int | None, now: datetime
+    connection: AsyncConnection, tag: str | None, not_updated_for_days: int | None, now: datetime
 ) -> list[str]:
     """Owners with at least one note the filter matches (for an every-owner auto-archive)."""
-    connection = await connection_of(session)
     statement = select(Note.owner_id).where(*_filters(tag, not_updated_for_days, now)).distinct()
     return list((await connection.execute(statement.order_by(col(Note.owner_id)))).scalars())
 
 
 async def resolve_items(
-    session: Connectable,
+    connection: AsyncConnection,
     owner: str,
     tag: str | None,
     not_updated_for_days: int | None,
@@ -72,7 +70,6 @@ async def resolve_items(
     now: datetime | None = None,
 ) -> list[ChunkItem]:
     """The owner's matching notes as `(note_id, version)`, in id order (``now``: cutoff base)."""
-    connection = await connection_of(session)
     statement = select(Note.id, Note.version).where(
         Note.owner_id == owner, *_filters(tag, not_updated_for_days, now)
     )
@@ -81,10 +78,13 @@ async def resolve_items(
 
 
 async def create_parent(
-    session: Connectable, owner: str, items: Sequence[ChunkItem], *, job_id: UUID | None = None
+    connection: AsyncConnection,
+    owner: str,
+    items: Sequence[ChunkItem],
+    *,
+    job_id: UUID | None = None,
 ) -> Job:
     """Write the parent job, its chunks (outbox and `bulk_chunks`); empty → succeeded at once."""
-    connection = await connection_of(session)
     status = JobStatus.ACCEPTED if items else JobStatus.SUCCEEDED
     job = new_job(
         owner, JobType.BULK_ARCHIVE, status, job_id=job_id, progress=empty_progress(len(items))
@@ -116,7 +116,7 @@ async def create_parent(
 
 
 async def create_bulk_archive(
-    session: Connectable,
+    connection: AsyncConnection,
     owner: str,
     tag: str | None,
     not_updated_for_days: int | None,
@@ -124,6 +124,6 @@ async def create_bulk_archive(
     now: datetime | None = None,
     job_id: UUID | None = None,
 ) -> Job:
-    """Resolve the filter now and create the parent and its chunks in ``session``'s transaction."""
-    items = await resolve_items(session, owner, tag, not_updated_for_days, now=now)
-    return await create_parent(session, owner, items, job_id=job_id)
+    """Resolve the filter now; create the parent and its chunks in ``connection``'s transaction."""
+    items = await resolve_items(connection, owner, tag, not_updated_for_days, now=now)
+    return await create_parent(connection, owner, items, job_id=job_id)

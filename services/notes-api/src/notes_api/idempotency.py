@@ -28,10 +28,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import and_, delete, func, or_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col, select
 
-from notes_api.db import Connectable, connection_of, engine_of
 from notes_api.errors import Problem
 from notes_api.models import IdempotencyRecord
 
@@ -85,12 +84,12 @@ def fingerprint(method: str, path: str, payload: BaseModel | None) -> str:
 class IdempotencyStore:
     def __init__(
         self,
-        database: AsyncEngine | async_sessionmaker[Any],
+        engine: AsyncEngine,
         *,
         ttl: timedelta,
         lock: timedelta,
     ) -> None:
-        self.engine = engine_of(database)
+        self.engine = engine
         self.ttl = ttl
         self.lock = lock
 
@@ -203,12 +202,8 @@ def _superseded() -> Problem:
     )
 
 
-async def purge_expired(session: Connectable, older_than: Any) -> int:
-    """Delete records that expired and were created before ``older_than``; return how many.
-
-    ``session``: the transaction's connection (a SQLModel session is still accepted).
-    """
-    connection = await connection_of(session)
+async def purge_expired(connection: AsyncConnection, older_than: Any) -> int:
+    """Delete records that expired and were created before ``older_than``; return how many."""
     result = await connection.execute(
         delete(IdempotencyRecord).where(
             col(IdempotencyRecord.created_at) < older_than,

@@ -2,8 +2,11 @@
 
 Tables: `notes`, `api_keys`, `idempotency_keys`, `jobs`, `bulk_chunks` (the outbox and inbox
 tables belong to servicekit and are created by the first migration). The table classes are the
-schema that statements are written against (see `notes_api.db`); they match the migrations.
-The non-table models are the API's shapes.
+schema, and the one way notes-api reaches PostgreSQL: statements are built against them
+(`select(Note)`, `insert(Job)`, `update(Note)`, ...) and run on an `AsyncConnection`, a write
+transaction's or the request's autocommit reader; rows are validated into the API shapes. No ORM
+unit of work and no `__table__`. They match the migrations. The non-table models are the API's
+shapes.
 """
 
 from datetime import datetime

@@ -5,8 +5,8 @@ effect, the event's inbox row (group `notes-api-worker`) and the events it emits
 so a redelivery changes nothing. Statements are written against the SQLModel classes of
 `notes_api.models` and run as Core statements on the transaction's connection (no ORM unit of work
 on the hot path: results and lifecycle events). A scheduled command runs in a
-:class:`CommandTransaction` instead, on a session, because it writes through the helpers the HTTP
-routes use (bulk archive, idempotency records).
+:class:`CommandTransaction` instead (the same handler transaction), because it writes through the
+helpers the HTTP routes use (bulk archive, idempotency records).
 
 Job status only moves forward (`notes_api.jobs.moves_forward`); a parent's progress is counted
 from its children's terminal statuses, each child once; every count sends the parent's progress,
@@ -27,7 +27,6 @@ from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from contracts import (
     JOBS_LIFECYCLE,
@@ -49,7 +48,6 @@ from notes_api.jobs import moves_forward
 from notes_api.models import BulkChunk, Job, Note
 from notes_api.settings import SCHEMA
 from servicekit import HandlerTransaction, get_logger, handler_transaction
-from servicekit.inbox import record_delivery
 
 GROUP = str(Service.NOTES_API_WORKER)
 """The worker's consumer group on every stream it reads; its inbox rows carry it."""
@@ -264,38 +262,38 @@ class WorkerTransaction:
 
 
 class CommandTransaction:
-    """One scheduled command's unit of work, on a session.
+    """One scheduled command's unit of work.
 
     It writes through the helpers the HTTP routes use (`bulk.py`, `idempotency.py`), so a tick
     and a request resolve a filter alike.
     """
 
-    def __init__(self, session: AsyncSession, *, already_processed: bool) -> None:
-        self._session = session
-        self.already_processed = already_processed
+    def __init__(self, tx: HandlerTransaction) -> None:
+        self._connection = tx.connection
+        self.already_processed = tx.already_processed
         """True when the worker's group already handled this command: do nothing and return."""
 
     async def owners_with_notes_to_archive(
         self, tag: str | None, not_updated_for_days: int | None, now: datetime
     ) -> list[str]:
         """Owners with at least one unarchived note the filter matches (cutoff from ``now``)."""
-        return await matching_owners(self._session, tag, not_updated_for_days, now)
+        return await matching_owners(self._connection, tag, not_updated_for_days, now)
 
     async def notes_to_archive(
         self, owner: str, tag: str | None, not_updated_for_days: int | None, now: datetime
     ) -> list[ChunkItem]:
         """The owner's unarchived notes the filter matches, as `(note_id, version)`."""
-        return await resolve_items(self._session, owner, tag, not_updated_for_days, now=now)
+        return await resolve_items(self._connection, owner, tag, not_updated_for_days, now=now)
 
     async def create_bulk_archive(
         self, owner: str, items: Sequence[ChunkItem], *, job_id: UUID
     ) -> None:
         """Write a bulk archive parent job and its chunks (the HTTP route's path, `bulk.py`)."""
-        await create_parent(self._session, owner, items, job_id=job_id)
+        await create_parent(self._connection, owner, items, job_id=job_id)
 
     async def purge_expired_idempotency_keys(self, older_than: datetime) -> int:
         """Delete idempotency records that expired and were created before ``older_than``."""
-        return await purge_expired(self._session, older_than)
+        return await purge_expired(self._connection, older_than)
 
 
 class WorkerStore:
@@ -323,12 +321,10 @@ class WorkerStore:
 
     @asynccontextmanager
     async def command_transaction(self, event: Event) -> AsyncIterator[CommandTransaction]:
-        """Handle a scheduled command once for the worker's group, in a session's transaction.
+        """Handle a scheduled command once for the worker's group; roll back on error.
 
-        The inbox row is written first, on the session's connection, as `handler_transaction`
-        does: a concurrent delivery of the same command waits, then sees ``already_processed``.
+        A concurrent delivery of the same command waits on its inbox row, then sees
+        ``already_processed``.
         """
-        async with AsyncSession(self._engine) as session, session.begin():
-            connection = await session.connection()
-            first = await record_delivery(connection, SCHEMA, group=GROUP, event_id=event.event_id)
-            yield CommandTransaction(session, already_processed=not first)
+        async with handler_transaction(self._engine, schema=SCHEMA, group=GROUP, event=event) as tx:
+            yield CommandTransaction(tx)
