@@ -51,12 +51,13 @@ chaos: sync ## full-size and process-killing tests
 	$(UV) run --locked pytest -m chaos $(PYTEST_ARGS); rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "chaos: no chaos tests collected"; exit 0; fi; exit $$rc
 
-lint: sync ## ruff, ruff format --check, mypy, import-linter, workflow schema, AsyncAPI drift
+lint: sync ## ruff, ruff format --check, mypy, import-linter, workflow schema, schema and AsyncAPI drift
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked mypy
 	$(UV) run --locked lint-imports
 	$(UV) run --locked check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(UV) run --locked python scripts/export_schemas.py --check
 	$(UV) run --locked python scripts/export_asyncapi.py --check
 
 fmt: sync ## apply ruff's fixes and formatting

@@ -1,11 +1,13 @@
 """Export every event's JSON Schema to docs/events/, or check the committed ones.
 
     python scripts/export_schemas.py           # write docs/events/<type>.json and the table
-    python scripts/export_schemas.py --check   # exit 1 on breaking changes to committed schemas
+    python scripts/export_schemas.py --check   # exit 1 on a breaking change or a stale file
 
 Committed schemas are the contract with running consumers: `--check` fails when a current model
-breaks one (make the change additive, or add a `.v2` event beside the old). Stale files that differ
-only additively are reported but do not fail; re-run without `--check` to refresh them.
+breaks one (make the change additive, or add a `.v2` event beside the old). It also fails, with a
+different message, when a committed file is merely stale (an additive change, a new event, the
+catalogue table in docs/events.md): run `make schemas` and commit what it writes. `make lint` runs
+it.
 """
 
 import argparse
@@ -85,7 +87,7 @@ def check() -> int:
     if EVENTS_MD.exists() and with_table(EVENTS_MD.read_text()) != EVENTS_MD.read_text():
         notes.append(f"{EVENTS_MD.relative_to(ROOT)}: catalogue table is stale")
     for note in notes:
-        print(f"note: {note} (run scripts/export_schemas.py)")
+        print(f"stale: {note} (run `make schemas` and commit)", file=sys.stderr)
     for reason in breaking:
         print(f"BREAKING: {reason}", file=sys.stderr)
     if breaking:
@@ -93,7 +95,7 @@ def check() -> int:
             "Make the change additive, or publish a new .v2 event beside the old.", file=sys.stderr
         )
         return 1
-    return 0
+    return 1 if notes else 0
 
 
 def main() -> int:
