@@ -66,6 +66,11 @@ async def test_a_batch_route_receives_the_ready_events_in_one_call(harness: Harn
         await eventually(lambda: harness.counted(STREAM, "succeeded") == 5)
         await eventually(lambda: _empty(pending_ids(harness.redis, key)))
     assert calls == [[0, 1, 2, 3, 4]]
+    duration_count = harness.telemetry.registry.get_sample_value(
+        "job_duration_seconds_count",
+        {"service": "jobs-test", "stream": STREAM, "group": "g", "job_type": STREAM},
+    )
+    assert duration_count == 1  # one observation per call; counts are per entry
     spans = [s for s in harness.spans.get_finished_spans() if s.name == f"{STREAM} process"]
     assert len(spans) == 1  # one consumer span for the call ...
     assert spans[0].attributes is not None
@@ -106,6 +111,24 @@ async def test_a_batch_is_capped_at_its_size(harness: Harness) -> None:
     async with harness.running(harness.worker(router)):
         await eventually(lambda: harness.counted(STREAM, "succeeded") == 5)
     assert calls == [[0, 1], [2, 3], [4]]
+
+
+async def test_a_batch_past_its_timeout_is_retried_entry_by_entry(harness: Harness) -> None:
+    router = JobRouter(group="g")
+    calls: list[list[int]] = []
+    never = asyncio.Event()
+
+    @router.event(Pinged, stream=STREAM, batch=10, **fast(concurrency=1, timeout=0.2))
+    async def hang_once(events: list[Pinged]) -> None:
+        calls.append([event.n for event in events])
+        if len(calls) == 1:
+            await never.wait()  # the deadline watchdog cancels it
+
+    await publish_pings(harness, 0, 1)
+    async with harness.running(harness.worker(router)):
+        await eventually(lambda: harness.counted(STREAM, "succeeded") == 2)
+    assert calls[0] == [0, 1]
+    assert harness.counted(STREAM, "retrying") == 2
 
 
 @pytest.fixture
