@@ -12,6 +12,7 @@ import pytest
 SURFACE = {
     "servicekit": [
         "BackgroundLoop",
+        "BatchTransaction",
         "HandlerTransaction",
         "OpsServer",
         "OutboxRelay",
@@ -30,6 +31,7 @@ SURFACE = {
         "database_retention",
         "get_logger",
         "handler_transaction",
+        "handler_transaction_batch",
         "redis_check",
         "run_until_stopped",
         "run_worker",

@@ -25,10 +25,16 @@ from servicekit.retention import database_retention
 from servicekit.runner import BackgroundLoop, database_check, redis_check, run_worker
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry import Telemetry, setup_telemetry
-from servicekit.transactional import HandlerTransaction, handler_transaction
+from servicekit.transactional import (
+    BatchTransaction,
+    HandlerTransaction,
+    handler_transaction,
+    handler_transaction_batch,
+)
 
 __all__ = [
     "BackgroundLoop",
+    "BatchTransaction",
     "HandlerTransaction",
     "OpsServer",
     "OutboxRelay",
@@ -47,6 +53,7 @@ __all__ = [
     "database_retention",
     "get_logger",
     "handler_transaction",
+    "handler_transaction_batch",
     "redis_check",
     "run_until_stopped",
     "run_worker",

@@ -8,6 +8,7 @@ a conflict and skip the effect: exactly-once *effects* on top of at-least-once d
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from uuid import UUID
 
@@ -20,6 +21,7 @@ __all__ = [
     "INBOX_TABLE",
     "inbox_table",
     "purge_inbox",
+    "record_deliveries",
     "record_delivery",
     "tables_for_schema",
 ]
@@ -81,6 +83,29 @@ async def record_delivery(
     )
     result = await connection.execute(statement)
     return result.first() is not None
+
+
+async def record_deliveries(
+    connection: AsyncConnection, schema: str, *, group: str, event_ids: Iterable[UUID]
+) -> set[UUID]:
+    """Insert the inbox rows of a batch in one statement; return the ids that were new.
+
+    One ``INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING event_id``. The ids are
+    inserted in sorted order, so two transactions recording overlapping batches lock the rows in
+    the same order and wait for each other instead of deadlocking.
+    """
+    ids = sorted(set(event_ids))
+    if not ids:
+        return set()
+    table = _inbox(schema)
+    statement = (
+        insert(table)
+        .values([{"consumer_group": group, "event_id": event_id} for event_id in ids])
+        .on_conflict_do_nothing(index_elements=["consumer_group", "event_id"])
+        .returning(table.c.event_id)
+    )
+    result = await connection.execute(statement)
+    return set(result.scalars())
 
 
 async def purge_inbox(

@@ -10,6 +10,10 @@ Guarantees (see docs/async-jobs.md):
 * entries of dead or stuck consumers are reclaimed after the visibility timeout; the leases of
   long-running handlers are extended meanwhile;
 * acknowledgements and lifecycle events are batched into one pipeline per round trip.
+
+A batch route (``batch=N``) runs in :class:`BatchRouteConsumer`: each worker takes up to N queued
+entries, calls the handler once with their events, and acknowledges, skips or routes every entry's
+failure as one; see docs/async-jobs.md, "Batch handlers".
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 import structlog
@@ -40,7 +45,7 @@ from servicekit.jobs._pending import PendingEntries, first_of, is_group_loss
 from servicekit.jobs.routing import Route
 from servicekit.keys import StreamKeys
 
-__all__ = ["GroupLostError", "RouteConsumer"]
+__all__ = ["BatchRouteConsumer", "GroupLostError", "RouteConsumer"]
 
 _log = structlog.stdlib.get_logger("servicekit.jobs")
 _FOR_GROUP = FOR_GROUP_FIELD.encode()
@@ -60,7 +65,7 @@ class RouteConsumer:
     def __init__(
         self,
         route: Route,
-        handler: Callable[[Event], Awaitable[Any]],
+        handler: Callable[[Any], Awaitable[Any]],
         *,
         redis: Redis,
         keys: StreamKeys,
@@ -316,7 +321,7 @@ class RouteConsumer:
             self.lifecycle.succeeded(event, delivery, self.group)
         self._count(delivery.stream, "succeeded")
 
-    async def _call_handler(self, event: Event) -> None:
+    async def _call_handler(self, event: Event | list[Event]) -> None:
         """Run the handler under the deadline watchdog; turn its cancellation into errors."""
         task = cast("asyncio.Task[Any]", asyncio.current_task())  # always a worker task
         timed_out = False
@@ -432,3 +437,195 @@ class RouteConsumer:
         await self.pending.release(abandoned)
         if abandoned:
             _log.warning("jobs.shutdown_abandoned", route=self.route.name, count=len(abandoned))
+
+
+# An admitted entry of a batch: its delivery, decoded event and headers.
+_Admitted = tuple[Delivery, Event, dict[str, Any]]
+
+
+class BatchRouteConsumer(RouteConsumer):
+    """Consumes a batch route: each worker hands up to ``route.batch`` ready entries to one call.
+
+    A worker takes what is queued when it is free, never waiting for more. Undecodable entries and
+    entries past the delivery cap are dead-lettered alone and left out of the batch. The handler's
+    outcome applies to every entry: success acknowledges all, SkipJob skips all, any other error
+    goes through the failure routing entry by entry (a retry or a dead letter each), so a failed
+    batch never loses or acknowledges an entry.
+    """
+
+    def __init__(self, route: Route, handler: Callable[[Any], Awaitable[Any]], **kwargs: Any):
+        super().__init__(route, handler, **kwargs)
+        self._batch = route.batch or 1
+        # Read at least a batch at a time; hold a batch for every worker besides one read.
+        self.options = replace(self.options, read_count=max(self.options.read_count, self._batch))
+        self._max_outstanding = self.options.concurrency * self._batch + self.options.read_count
+        names = {name for _, name, _ in self.streams}
+        self._batch_span_name = (
+            f"{names.pop()} process" if len(names) == 1 else f"{self._job_type} process"
+        )
+
+    async def _work(self) -> None:
+        queue, limit = self._queue, self._batch
+        while True:
+            first = await queue.get()
+            if first is None:
+                return
+            taken, last = [first], False
+            while len(taken) < limit and not queue.empty():
+                item = queue.get_nowait()
+                if item is None:  # the drain's stop signal for this worker: finish the batch
+                    last = True
+                    break
+                taken.append(item)
+            now = time.time()
+            for delivery in taken:
+                delivery.started_at = now  # a drain releases them if this batch is abandoned
+            try:
+                await self._process_batch(taken)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the worker must survive; the entries stay pending
+                _log.exception(
+                    "jobs.batch_failed", route=self.route.name, entries=len(taken), error=repr(exc)
+                )
+            finally:
+                for delivery in taken:
+                    self._held.pop((delivery.stream_key, delivery.entry_id), None)
+                self._space.set()
+            if last:
+                return
+
+    async def _process_batch(self, deliveries: list[Delivery]) -> None:
+        admitted: list[_Admitted] = []
+        for delivery in deliveries:
+            entry = await self._admit(delivery)
+            if entry is not None:
+                admitted.append(entry)
+        if not admitted:
+            return
+        span = self._start_batch_span(admitted)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            await self._run_batch(admitted, span)
+        finally:
+            otel_context.detach(token)
+            span.end()
+
+    async def _admit(self, delivery: Delivery) -> _Admitted | None:
+        """Decode an entry for the batch, or settle it alone and return None.
+
+        Settled alone: a redrive for another group (acknowledged), an undecodable entry and one
+        past the delivery cap (dead-lettered), exactly as the single path does.
+        """
+        target = delivery.fields.get(_FOR_GROUP)
+        if target is not None and target != self._group_name:
+            self._ack(delivery)  # another group's redrive: this group has processed it already
+            return None
+        _, wait = self.metrics.for_route(delivery.stream, self.group, self._job_type)
+        wait.observe(max(0.0, delivery.started_at - delivery.ready_at))
+        try:
+            event, headers = self._decode(delivery.fields)
+        except UndecodableEntry as exc:
+            await self.failures.dead_letter(delivery, exc, None)
+            return None
+        if delivery.deliveries > self._delivery_cap:
+            error = RuntimeError(
+                f"delivery cap exceeded: delivered {delivery.deliveries} times "
+                f"(cap {self._delivery_cap}); its consumer probably crashed each time"
+            )
+            await self.failures.dead_letter(delivery, error, event)
+            return None
+        return delivery, event, headers
+
+    async def _run_batch(self, admitted: list[_Admitted], span: trace.Span) -> None:
+        carries_jobs = self._carries_jobs
+        if carries_jobs:
+            for delivery, event, _ in admitted:
+                self.lifecycle.started(event, delivery, self.group)
+        # One observation per call, labelled with the first entry's stream.
+        duration, _ = self.metrics.for_route(admitted[0][0].stream, self.group, self._job_type)
+        started = time.perf_counter()
+        try:
+            await self._call_handler([event for _, event, _ in admitted])
+        except SkipJob as skip:
+            duration.observe(time.perf_counter() - started)
+            for delivery, event, _ in admitted:
+                self._ack(delivery)
+                if carries_jobs:
+                    self.lifecycle.skipped(event, delivery, self.group, str(skip))
+                self._count(delivery.stream, "skipped")
+            return
+        except Exception as exc:
+            duration.observe(time.perf_counter() - started)
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            await self._route_failures(admitted, exc)
+            return
+        duration.observe(time.perf_counter() - started)
+        for delivery, event, _ in admitted:
+            self._ack(delivery)
+            if carries_jobs:
+                self.lifecycle.succeeded(event, delivery, self.group)
+            self._count(delivery.stream, "succeeded")
+
+    async def _route_failures(self, admitted: Sequence[_Admitted], exc: Exception) -> None:
+        """Retry or dead-letter every entry; one that cannot be routed stays pending (reclaimed)."""
+        outcomes = await asyncio.gather(
+            *(self.failures.handle(delivery, event, exc) for delivery, event, _ in admitted),
+            return_exceptions=True,
+        )
+        for (delivery, _, _), outcome in zip(admitted, outcomes, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):
+                _log.error(
+                    "jobs.delivery_failed",
+                    stream=delivery.stream,
+                    entry_id=delivery.entry_id.decode(),
+                    error=repr(outcome),
+                )
+
+    def _start_batch_span(self, admitted: list[_Admitted]) -> trace.Span:
+        """One consumer span per call, linked to every entry's producer span.
+
+        As OpenTelemetry's messaging conventions advise: a batch of one is a child of its producer
+        (as on the single path); a larger batch starts its own trace, and each producer's trace
+        reaches it through its link.
+        """
+        links = []
+        parent = None
+        for delivery, event, headers in admitted:
+            traceparent = headers.get("traceparent")
+            producer = parent_context(traceparent if isinstance(traceparent, str) else None)
+            attributes: dict[str, str | int] = {
+                "messaging.destination.name": delivery.stream,
+                "messaging.message.id": delivery.entry_id.decode(),
+                "job.attempt": delivery.attempt,
+                "job.delivery_count": delivery.deliveries,
+            }
+            if self._carries_jobs:
+                attributes["job.id"] = str(getattr(event, "job_id", ""))
+            if producer is not None:
+                parent = producer
+                links.append(
+                    trace.Link(trace.get_current_span(producer).get_span_context(), attributes)
+                )
+            failed = headers.get("failed_traceparent")
+            if isinstance(failed, str):
+                failed_context = trace.get_current_span(parent_context(failed)).get_span_context()
+                links.append(
+                    trace.Link(
+                        failed_context, {"job.redriven_from": str(headers.get("redriven_from", ""))}
+                    )
+                )
+        first = admitted[0][0]
+        return self.tracer.start_span(
+            self._batch_span_name,
+            context=parent if len(admitted) == 1 else otel_context.Context(),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.destination.name": first.stream,
+                "messaging.batch.message_count": len(admitted),
+            },
+            links=links,
+        )

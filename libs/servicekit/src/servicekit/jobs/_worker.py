@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from contracts import CONSUMER_GROUPS, KNOWN_STREAMS, Event
-from servicekit.jobs._consumer import GroupLostError, RouteConsumer
+from servicekit.jobs._consumer import BatchRouteConsumer, GroupLostError, RouteConsumer
 from servicekit.jobs._lifecycle import LifecycleEmitter
 from servicekit.jobs._maintenance import RetentionPolicy, StreamMaintenance
 from servicekit.jobs._metrics import JobMetrics
@@ -80,7 +80,7 @@ class Worker:
         lifecycle = LifecycleEmitter(self.outbound, keys, producer=telemetry.service)
         tracer = telemetry.tracer_provider.get_tracer("servicekit.jobs")
         self.consumers = [
-            RouteConsumer(
+            (BatchRouteConsumer if route.batch else RouteConsumer)(
                 route,
                 bind_dependencies(route.handler, dependencies or {}),
                 redis=redis,

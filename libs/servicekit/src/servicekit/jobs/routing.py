@@ -9,6 +9,14 @@ async def archive_note(request: ArchiveRequested, store: ArchiveStore) -> None: 
 
 A job route reads the job type's three priority streams with weights 6 : 3 : 1; an event route
 reads one stream. Handlers take the typed event first, then their dependencies by name.
+
+Where throughput needs it, ``batch=N`` makes a batch route: its handler takes a list of up to N
+events (whatever is ready, never waiting for more) as one unit of work:
+
+```python
+@router.event(NoteCreated, stream=NOTES_CREATED, batch=50)
+async def store_note_versions(changes: list[NoteCreated], store: ArchiveStore) -> None: ...
+```
 """
 
 from __future__ import annotations
@@ -47,6 +55,9 @@ class Route:
     also_accepts: tuple[type[Event], ...] = ()
     """Further event classes on the same streams (a stream that carries a union)."""
 
+    batch: int | None = None
+    """Most events a batch handler receives in one call; ``None`` for a handler of one event."""
+
     @property
     def accepted(self) -> dict[str, type[Event]]:
         """Event classes this route decodes, by versioned type name."""
@@ -81,35 +92,40 @@ class JobRouter:
         self.routes: list[Route] = []
 
     def job(
-        self, request_type: type[E], **options: Any
+        self, request_type: type[E], *, batch: int | None = None, **options: Any
     ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
-        """Register a handler for a job type's critical, default and low streams."""
+        """Register a handler for a job type's critical, default and low streams.
+
+        With ``batch=N`` the handler receives a list of up to N requests in one call.
+        """
         job_type = request_type.JOB_TYPE  # type: ignore[attr-defined]
         priorities = (Priority.CRITICAL, Priority.DEFAULT, Priority.LOW)
         streams = tuple(
             WeightedStream(name, PRIORITY_WEIGHTS[priority])
             for name, priority in zip(job_streams(job_type), priorities, strict=True)
         )
-        return self._register(request_type, streams, options)
+        return self._register(request_type, streams, options, batch=batch)
 
     def event(
         self,
         event_type: type[E] | Sequence[type[Event]],
         *,
         stream: str | Sequence[str],
+        batch: int | None = None,
         **options: Any,
     ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
         """Register a handler for one event stream (or several with equal weight).
 
         ``event_type`` may be several classes when one stream carries a union (the job
         lifecycle stream); the handler then receives whichever class the entry declares.
+        With ``batch=N`` the handler receives a list of up to N events in one call.
         """
         names = (stream,) if isinstance(stream, str) else tuple(stream)
         streams = tuple(WeightedStream(n) for n in names)
         if isinstance(event_type, type):
-            return self._register(event_type, streams, options)
+            return self._register(event_type, streams, options, batch=batch)
         first, *rest = event_type
-        return self._register(first, streams, options, tuple(rest))
+        return self._register(first, streams, options, tuple(rest), batch=batch)
 
     def _register(
         self,
@@ -117,7 +133,12 @@ class JobRouter:
         streams: tuple[WeightedStream, ...],
         options: dict[str, Any],
         also_accepts: tuple[type[Event], ...] = (),
+        *,
+        batch: int | None = None,
     ) -> Callable[[Handler], Handler]:
+        if batch is not None and batch < 1:
+            raise ValueError(f"batch must be at least 1, not {batch}")
+
         def decorator(handler: Handler) -> Handler:
             self.routes.append(
                 Route(
@@ -127,6 +148,7 @@ class JobRouter:
                     group=self.group,
                     options=replace(self.defaults, **options),
                     also_accepts=also_accepts,
+                    batch=batch,
                 )
             )
             return handler
