@@ -51,6 +51,10 @@ _log = structlog.stdlib.get_logger("servicekit.jobs")
 _FOR_GROUP = FOR_GROUP_FIELD.encode()
 
 
+# An admitted entry: its delivery, decoded event and headers.
+_Admitted = tuple[Delivery, Event, dict[str, Any]]
+
+
 class GroupLostError(RuntimeError):
     """The consumer group (or its stream) vanished from Redis: nothing would be consumed."""
 
@@ -265,26 +269,12 @@ class RouteConsumer:
     # ---- one delivery -------------------------------------------------------------------------
 
     async def _process(self, delivery: Delivery) -> None:
-        target = delivery.fields.get(_FOR_GROUP)
-        if target is not None and target != self._group_name:
-            self._ack(delivery)  # another group's redrive: this group has processed it already
-            return
-        stream = delivery.stream
-        duration, wait = self.metrics.for_route(stream, self.group, self._job_type)
         delivery.started_at = time.time()
-        wait.observe(max(0.0, delivery.started_at - delivery.ready_at))
-        try:
-            event, headers = self._decode(delivery.fields)
-        except UndecodableEntry as exc:
-            await self.failures.dead_letter(delivery, exc, None)
+        admitted = await self._admit(delivery)
+        if admitted is None:
             return
-        if delivery.deliveries > self._delivery_cap:
-            error = RuntimeError(
-                f"delivery cap exceeded: delivered {delivery.deliveries} times "
-                f"(cap {self._delivery_cap}); its consumer probably crashed each time"
-            )
-            await self.failures.dead_letter(delivery, error, event)
-            return
+        _, event, headers = admitted
+        duration, _ = self.metrics.for_route(delivery.stream, self.group, self._job_type)
         span = self._start_span(delivery, event, headers)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
@@ -292,6 +282,32 @@ class RouteConsumer:
         finally:
             otel_context.detach(token)
             span.end()
+
+    async def _admit(self, delivery: Delivery) -> _Admitted | None:
+        """Decode an entry for the handler, or settle it here and return None.
+
+        Settled here: a redrive for another group (acknowledged), an undecodable entry and one
+        past the delivery cap (dead-lettered). The single and the batch path share it.
+        """
+        target = delivery.fields.get(_FOR_GROUP)
+        if target is not None and target != self._group_name:
+            self._ack(delivery)  # another group's redrive: this group has processed it already
+            return None
+        _, wait = self.metrics.for_route(delivery.stream, self.group, self._job_type)
+        wait.observe(max(0.0, delivery.started_at - delivery.ready_at))
+        try:
+            event, headers = self._decode(delivery.fields)
+        except UndecodableEntry as exc:
+            await self.failures.dead_letter(delivery, exc, None)
+            return None
+        if delivery.deliveries > self._delivery_cap:
+            error = RuntimeError(
+                f"delivery cap exceeded: delivered {delivery.deliveries} times "
+                f"(cap {self._delivery_cap}); its consumer probably crashed each time"
+            )
+            await self.failures.dead_letter(delivery, error, event)
+            return None
+        return delivery, event, headers
 
     async def _run_handler(
         self, delivery: Delivery, event: Event, span: trace.Span, duration: Histogram
@@ -439,10 +455,6 @@ class RouteConsumer:
             _log.warning("jobs.shutdown_abandoned", route=self.route.name, count=len(abandoned))
 
 
-# An admitted entry of a batch: its delivery, decoded event and headers.
-_Admitted = tuple[Delivery, Event, dict[str, Any]]
-
-
 class BatchRouteConsumer(RouteConsumer):
     """Consumes a batch route: each worker hands up to ``route.batch`` ready entries to one call.
 
@@ -510,32 +522,6 @@ class BatchRouteConsumer(RouteConsumer):
         finally:
             otel_context.detach(token)
             span.end()
-
-    async def _admit(self, delivery: Delivery) -> _Admitted | None:
-        """Decode an entry for the batch, or settle it alone and return None.
-
-        Settled alone: a redrive for another group (acknowledged), an undecodable entry and one
-        past the delivery cap (dead-lettered), exactly as the single path does.
-        """
-        target = delivery.fields.get(_FOR_GROUP)
-        if target is not None and target != self._group_name:
-            self._ack(delivery)  # another group's redrive: this group has processed it already
-            return None
-        _, wait = self.metrics.for_route(delivery.stream, self.group, self._job_type)
-        wait.observe(max(0.0, delivery.started_at - delivery.ready_at))
-        try:
-            event, headers = self._decode(delivery.fields)
-        except UndecodableEntry as exc:
-            await self.failures.dead_letter(delivery, exc, None)
-            return None
-        if delivery.deliveries > self._delivery_cap:
-            error = RuntimeError(
-                f"delivery cap exceeded: delivered {delivery.deliveries} times "
-                f"(cap {self._delivery_cap}); its consumer probably crashed each time"
-            )
-            await self.failures.dead_letter(delivery, error, event)
-            return None
-        return delivery, event, headers
 
     async def _run_batch(self, admitted: list[_Admitted], span: trace.Span) -> None:
         carries_jobs = self._carries_jobs
