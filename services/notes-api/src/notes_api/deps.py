@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from notes_api.auth import owner_for_key
+from notes_api.auth import owner_for_key, well_formed
 from notes_api.errors import Problem
 from notes_api.idempotency import IdempotencyStore, Operation, fingerprint
 from notes_api.settings import NotesApiSettings
@@ -34,7 +34,36 @@ async def get_engine(request: Request) -> AsyncEngine:
     return engine
 
 
-async def get_reader(request: Request) -> AsyncIterator[AsyncConnection]:
+
+
+def _unauthorized(*, had_credentials: bool) -> Problem:
+    # RFC 6750 §3.1: a request without authentication information gets no error code.
+    challenge = 'Bearer realm="notes-api"'
+    if had_credentials:
+        challenge += ', error="invalid_token"'
+    return Problem(
+        401, "A valid API key is required: `Authorization: Bearer <key>`.",
+        headers={"WWW-Authenticate": challenge},
+    )  # fmt: skip
+
+
+async def get_api_key(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """The bearer key if it has a key's shape; 401 otherwise, before any database work."""
+    if credentials is None:
+        raise _unauthorized(had_credentials=False)
+    if not well_formed(credentials.credentials):
+        raise _unauthorized(had_credentials=True)
+    return credentials.credentials
+
+
+ApiKeyDep = Annotated[str, Depends(get_api_key)]
+
+
+async def get_reader(request: Request, _: ApiKeyDep) -> AsyncIterator[AsyncConnection]:
+    # Depends on the key's shape check, so a request without a usable key is rejected without
+    # borrowing a connection (401, not 503, while PostgreSQL is down).
     async with request.app.state.readers.connect() as connection:
         yield connection
 
@@ -47,17 +76,10 @@ ReaderDep = Annotated[AsyncConnection, Depends(get_reader)]
 """A connection in autocommit, shared by auth and the route: for single-statement reads."""
 
 
-async def get_owner(
-    reader: ReaderDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    owner = await owner_for_key(reader, credentials.credentials) if credentials else None
+async def get_owner(reader: ReaderDep, key: ApiKeyDep) -> str:
+    owner = await owner_for_key(reader, key)
     if owner is None:
-        error = "invalid_token" if credentials else "invalid_request"
-        raise Problem(
-            401, "A valid API key is required: `Authorization: Bearer <key>`.",
-            headers={"WWW-Authenticate": f'Bearer realm="notes-api", error="{error}"'},
-        )  # fmt: skip
+        raise _unauthorized(had_credentials=True)
     return owner
 
 
