@@ -3,6 +3,7 @@
 import io
 import json
 import logging
+import re
 
 from opentelemetry.sdk.trace import TracerProvider
 
@@ -73,3 +74,22 @@ def test_log_level_filters_lower_levels() -> None:
     get_logger("test").info("hidden")
     get_logger("test").warning("shown")
     assert [line["event"] for line in json_lines(out)] == ["shown"]
+
+
+def test_a_registered_token_shape_is_masked_in_every_field_and_traceback() -> None:
+    out = io.StringIO()
+    redactor = setup_telemetry(ServiceSettings(), log_stream=out).redactor
+    redactor.add_shape(re.compile(r"zz_[A-Za-z0-9_-]{16,}"), hint="zz_")
+    token = "zz_" + "Q" * 43
+    log = get_logger("test")
+    log.info("http.request_completed", path=f"/v1/notes/{token}", nested={"a": [token]})
+    try:
+        raise ValueError(f"bad id {token}")
+    except ValueError:
+        log.exception("request.failed")
+    logging.getLogger("uvicorn.error").warning("stdlib %s", token)
+    text = out.getvalue()
+    assert len(json_lines(out)) == 3
+    assert token not in text
+    assert "zz_***" in text
+    assert "zz_short" in redactor.scrub_text("zz_short")  # too short for the shape: kept

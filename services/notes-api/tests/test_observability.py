@@ -39,3 +39,21 @@ async def test_requests_get_http_and_sql_spans_red_metrics_by_route_and_a_keyles
     assert "http.request_completed" in output
     assert key not in output
     assert note["id"] not in output.split("route=")[-1] or "/v1/notes/{note_id}" in output
+
+
+async def test_a_key_pasted_into_a_url_path_is_masked_in_the_access_log(
+    settings: NotesApiSettings, engine_direct: AsyncEngine
+) -> None:
+    _, key = await create_key(engine_direct, "alice")
+    logs = io.StringIO()
+    telemetry = setup_telemetry(settings.model_copy(update={"log_level": "INFO"}), log_stream=logs)
+    app = create_app(settings, telemetry)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.get(f"/v1/notes/{key}", headers={"Authorization": key})
+            assert response.status_code == 401
+    output = logs.getvalue()
+    assert "http.request_completed" in output
+    assert key not in output
+    assert "/v1/notes/nk_***" in output

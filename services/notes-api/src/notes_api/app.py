@@ -16,6 +16,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from notes_api.auth import KEY_LIKE, KEY_PREFIX
 from notes_api.errors import install_problem_handlers
 from notes_api.http import BodyGuard, RequestMetrics
 from notes_api.idempotency import IdempotencyStore
@@ -54,6 +55,7 @@ def autocommit_reads(engine: AsyncEngine) -> AsyncEngine:
 
 def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -> FastAPI:
     telemetry = telemetry or setup_telemetry(settings)
+    telemetry.redactor.add_shape(KEY_LIKE, hint=KEY_PREFIX)  # a key pasted into a URL or a body
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -21,6 +21,8 @@ from notes_api.models import ApiKey
 
 KEY_PREFIX = "nk_"
 _KEY_SHAPE = re.compile(r"nk_[A-Za-z0-9_-]{43}")
+KEY_LIKE = re.compile(r"nk_[A-Za-z0-9_-]{16,}")
+"""What the log redactor masks: wider than a valid key, so a truncated or padded paste goes too."""
 
 
 def new_key() -> str:
