@@ -4,7 +4,7 @@ from uuid import uuid4
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import func, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import NOTES_CREATED
@@ -196,3 +196,47 @@ async def test_a_superseded_request_that_fails_leaves_the_retrys_claim_in_place(
     third = await client.post("/v1/notes", json={"title": "slow"}, headers=headers)
     assert third.status_code == 409  # the retry still holds the key
     assert await count(engine, "idempotency_keys") == 1
+
+
+async def test_a_retry_that_spells_out_the_defaults_or_reorders_the_body_is_the_same_request(
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    headers = {**alice, "Idempotency-Key": "defaults", "Content-Type": "application/json"}
+    first = await client.post("/v1/notes", content=b'{"title":"one"}', headers=headers)
+    assert first.status_code == 201
+    for spelled_out in (
+        b'{"title":"one","body":""}',
+        b'{"title": "one", "tags": [], "body": ""}',
+        b'{ "body" : "" ,\n "title" : "one" }',
+    ):
+        again = await client.post("/v1/notes", content=spelled_out, headers=headers)
+        assert again.status_code == 201, (spelled_out, again.text)
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+    different = await client.post("/v1/notes", json={"title": "one", "body": "x"}, headers=headers)
+    assert different.status_code == 422
+    assert await count(engine, "notes") == 1
+
+
+async def test_a_record_stored_with_the_earlier_fingerprint_still_replays(
+    client: httpx.AsyncClient, alice: dict[str, str], app: FastAPI, engine: AsyncEngine
+) -> None:
+    from notes_api.idempotency import legacy_fingerprint
+    from notes_api.models import IdempotencyRecord, NoteCreate
+
+    # A record written before the fingerprint covered defaults (set fields only).
+    payload = NoteCreate.model_validate({"title": "old"})
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(IdempotencyRecord).values(
+                owner_id="alice", route="POST /v1/notes", key="old",
+                fingerprint=legacy_fingerprint("POST", "/v1/notes", payload),
+                created_at=func.now(), expires_at=func.now() + timedelta(days=1),
+                status_code=201, response_body={"stored": True}, response_headers={},
+            )
+        )  # fmt: skip
+    headers = {**alice, "Idempotency-Key": "old"}
+    replay = await client.post("/v1/notes", json={"title": "old"}, headers=headers)
+    assert replay.status_code == 201
+    assert replay.json() == {"stored": True}
+    assert await count(engine, "notes") == 0

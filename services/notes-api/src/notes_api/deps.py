@@ -18,7 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from notes_api.auth import owner_for_key, well_formed
 from notes_api.errors import Problem
-from notes_api.idempotency import IdempotencyStore, Operation, fingerprint
+from notes_api.idempotency import (
+    IdempotencyStore,
+    Operation,
+    fingerprint,
+    legacy_fingerprint,
+)
 from notes_api.settings import NotesApiSettings
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `notes-api create-key`.")
@@ -107,11 +112,18 @@ class IdempotentCall:
 
     async def respond(self, payload: BaseModel | None, operation: Operation) -> JSONResponse:
         route = getattr(self.request.scope.get("route"), "path", self.request.url.path)
+        if self.key is None:  # nothing to compare: no fingerprint
+            outcome = await self.store.run(
+                owner=self.owner, route="", key=None, request_hash="", operation=operation
+            )
+            return outcome.response()
+        method, path = self.request.method, self.request.url.path
         outcome = await self.store.run(
             owner=self.owner,
-            route=f"{self.request.method} {route}",
+            route=f"{method} {route}",
             key=self.key,
-            request_hash=fingerprint(self.request.method, self.request.url.path, payload),
+            request_hash=fingerprint(method, path, payload),
+            earlier_hash=legacy_fingerprint(method, path, payload),
             operation=operation,
         )
         return outcome.response()

@@ -76,7 +76,25 @@ class Claim:
 
 
 def fingerprint(method: str, path: str, payload: BaseModel | None) -> str:
+    """The request as validated, defaults applied: `{"title":"one"}` is `{"title":"one","body":""}`.
+
+    Key order and whitespace never matter: the validated model is dumped with sorted keys.
+    """
+    body = payload.model_dump(mode="json") if payload is not None else None
+    return _digest(method, path, body)
+
+
+def legacy_fingerprint(method: str, path: str, payload: BaseModel | None) -> str:
+    """The rule before issue 12 (fields the client sent only), still accepted for stored records.
+
+    A record lives IDEMPOTENCY_TTL_HOURS; once every record written before the change has
+    expired, this can go.
+    """
     body = payload.model_dump(mode="json", exclude_unset=True) if payload is not None else None
+    return _digest(method, path, body)
+
+
+def _digest(method: str, path: str, body: Any) -> str:
     canonical = json.dumps([method, path, body], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -94,14 +112,24 @@ class IdempotencyStore:
         self.lock = lock
 
     async def run(
-        self, *, owner: str, route: str, key: str | None, request_hash: str, operation: Operation
+        self,
+        *,
+        owner: str,
+        route: str,
+        key: str | None,
+        request_hash: str,
+        operation: Operation,
+        earlier_hash: str | None = None,
     ) -> Outcome:
-        """Run ``operation`` in a transaction, at most once per (owner, route, key)."""
+        """Run ``operation`` in a transaction, at most once per (owner, route, key).
+
+        ``earlier_hash``: the same request under the earlier fingerprint rule, also accepted.
+        """
         if key is None:
             async with self.engine.begin() as connection:
                 return await operation(connection)
         claim = Claim(owner, route, key, uuid4())
-        stored = await self._claim(claim, request_hash)
+        stored = await self._claim(claim, request_hash, earlier_hash)
         if stored is not None:
             return stored
         try:
@@ -127,8 +155,11 @@ class IdempotencyStore:
                 await asyncio.shield(self._release(claim))
             raise
 
-    async def _claim(self, claim: Claim, request_hash: str) -> Outcome | None:
+    async def _claim(
+        self, claim: Claim, request_hash: str, earlier_hash: str | None = None
+    ) -> Outcome | None:
         """Take ``claim`` (return None) or return the stored response; raise 409/422."""
+        same_request = {request_hash, earlier_hash or request_hash}
         now = func.now()
         claim_row = insert(IdempotencyRecord).values(
             owner_id=claim.owner,
@@ -145,7 +176,7 @@ class IdempotencyStore:
             and_(
                 col(IdempotencyRecord.status_code).is_(None),
                 col(IdempotencyRecord.locked_at) < now - self.lock,
-                col(IdempotencyRecord.fingerprint) == request_hash,
+                col(IdempotencyRecord.fingerprint).in_(same_request),
             ),
         )
         statement = claim_row.on_conflict_do_update(
@@ -168,7 +199,7 @@ class IdempotencyStore:
             record = (
                 await connection.execute(select(IdempotencyRecord).where(*claim.record()))
             ).one()
-        if record.fingerprint != request_hash:
+        if record.fingerprint not in same_request:
             raise Problem(
                 422, "This Idempotency-Key was used with a different request.",
                 title="Idempotency-Key reused",
