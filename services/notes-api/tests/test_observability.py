@@ -1,4 +1,6 @@
 import io
+import json
+import re
 
 import httpx
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -57,3 +59,36 @@ async def test_a_key_pasted_into_a_url_path_is_masked_in_the_access_log(
     assert "http.request_completed" in output
     assert key not in output
     assert "/v1/notes/nk_***" in output
+
+
+async def test_every_response_and_its_log_lines_carry_a_request_id_taken_from_a_well_formed_one(
+    settings: NotesApiSettings, engine_direct: AsyncEngine
+) -> None:
+    _, key = await create_key(engine_direct, "alice")
+    logs = io.StringIO()
+    telemetry = setup_telemetry(
+        settings.model_copy(update={"log_level": "INFO", "log_format": "json"}), log_stream=logs
+    )
+    app = create_app(settings, telemetry)
+    alice = {"Authorization": f"Bearer {key}"}
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            given = await client.get("/v1/notes", headers={**alice, "X-Request-ID": "abc.DEF-1_2"})
+            generated = await client.get("/v1/notes", headers=alice)
+            replaced = [
+                await client.get("/v1/notes", headers={**alice, "X-Request-ID": bad})
+                for bad in ("has space", "x" * 129, "semi;colon")
+            ]
+            unauthorized = await client.get("/v1/notes", headers={"X-Request-ID": "support-42"})
+    assert given.headers["x-request-id"] == "abc.DEF-1_2"
+    ids = [generated.headers["x-request-id"], *(r.headers["x-request-id"] for r in replaced)]
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]{1,128}", i) for i in ids), ids
+    assert len(set(ids)) == len(ids)
+    assert unauthorized.status_code == 401
+    assert unauthorized.headers["x-request-id"] == "support-42"
+    assert unauthorized.json()["request_id"] == "support-42"
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    completed = [line for line in lines if line["event"] == "http.request_completed"]
+    assert [line["request_id"] for line in completed] == ["abc.DEF-1_2", *ids, "support-42"]
+    assert all("trace_id" in line for line in completed)

@@ -20,6 +20,7 @@ from notes_api.auth import KEY_LIKE, KEY_PREFIX
 from notes_api.errors import install_problem_handlers
 from notes_api.http import BodyGuard, RequestMetrics
 from notes_api.idempotency import IdempotencyStore
+from notes_api.request_ids import RequestIds
 from notes_api.routes import jobs, notes
 from notes_api.settings import NotesApiSettings
 from servicekit import (
@@ -105,6 +106,7 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
     install_problem_handlers(app, retry_after=settings.retry_after_seconds)
     app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, registry=telemetry.registry)
+    app.add_middleware(RequestIds)  # outside the access log, so its line carries the id
     # No spans for each ASGI receive/send message: three per request that say nothing the
     # server span does not, at a measurable share of the request's CPU.
     FastAPIInstrumentor.instrument_app(

@@ -39,8 +39,6 @@ async def get_engine(request: Request) -> AsyncEngine:
     return engine
 
 
-
-
 def _unauthorized(*, had_credentials: bool) -> Problem:
     # RFC 6750 §3.1: a request without authentication information gets no error code.
     challenge = 'Bearer realm="notes-api"'

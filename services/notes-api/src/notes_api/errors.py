@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
+from notes_api.request_ids import current_request_id
 from servicekit import get_logger
 
 PROBLEM_JSON = "application/problem+json"
@@ -49,6 +50,8 @@ def problem_response(problem: Problem, instance: str | None = None) -> JSONRespo
         body["detail"] = problem.detail
     if instance:
         body["instance"] = instance
+    if request_id := current_request_id():  # the id a client quotes to support
+        body["request_id"] = request_id
     body.update(problem.extra)
     return JSONResponse(body, problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
 
