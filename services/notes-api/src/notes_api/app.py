@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notes_api.auth import KEY_LIKE, KEY_PREFIX
 from notes_api.errors import install_problem_handlers
-from notes_api.http import BodyGuard, RequestMetrics
+from notes_api.http import BodyGuard, RateLimits, RequestMetrics, RouteLimits
 from notes_api.idempotency import IdempotencyStore
+from notes_api.ratelimit import Limit, RateLimiter
 from notes_api.request_ids import RequestIds
 from notes_api.routes import jobs, notes
 from notes_api.settings import NotesApiSettings
@@ -28,6 +29,7 @@ from servicekit import (
     Readiness,
     Telemetry,
     create_database_engine,
+    create_redis,
     database_check,
     setup_telemetry,
 )
@@ -54,9 +56,27 @@ def autocommit_reads(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+def route_limits(settings: NotesApiSettings) -> RouteLimits:
+    def limit(name: str) -> Limit:
+        per_second = getattr(settings, f"rate_limit_{name}_per_second")
+        return Limit(name, per_second, getattr(settings, f"rate_limit_{name}_burst"))
+
+    return RouteLimits(reads=limit("reads"), writes=limit("writes"), bulk=limit("bulk"))
+
+
+def rate_limiter(settings: NotesApiSettings, telemetry: Telemetry) -> RateLimiter:
+    """The limiter's own Redis client: it connects on first use, in the serving loop."""
+    redis = create_redis(settings, timeout=settings.rate_limit_redis_timeout_seconds)
+    return RateLimiter(
+        redis, prefix=settings.stream_prefix, registry=telemetry.registry,
+        timeout=settings.rate_limit_redis_timeout_seconds,
+    )  # fmt: skip
+
+
 def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -> FastAPI:
     telemetry = telemetry or setup_telemetry(settings)
     telemetry.redactor.add_shape(KEY_LIKE, hint=KEY_PREFIX)  # a key pasted into a URL or a body
+    limiter = rate_limiter(settings, telemetry) if settings.rate_limits_enabled else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -93,6 +113,8 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
         finally:
             await ops.stop()
             await engine.dispose()
+            if limiter is not None:
+                await limiter.close()
             telemetry.shutdown()
 
     app = FastAPI(
@@ -105,6 +127,9 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
     app.include_router(jobs.router)
     install_problem_handlers(app, retry_after=settings.retry_after_seconds)
     app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
+    if limiter is not None:
+        app.add_middleware(RateLimits, limiter=limiter, limits=route_limits(settings),
+                           registry=telemetry.registry)  # fmt: skip
     app.add_middleware(RequestMetrics, registry=telemetry.registry)
     app.add_middleware(RequestIds)  # outside the access log, so its line carries the id
     # No spans for each ASGI receive/send message: three per request that say nothing the

@@ -17,7 +17,7 @@ PROBLEM_JSON = "application/problem+json"
 _log = get_logger("notes_api.errors")
 
 
-_PROBLEM_CODES = (400, 401, 404, 409, 412, 413, 415, 422, 503)
+_PROBLEM_CODES = (400, 401, 404, 409, 412, 413, 415, 422, 429, 503)
 PROBLEMS: dict[int | str, dict[str, object]] = {
     code: {"description": "problem+json"} for code in _PROBLEM_CODES
 }

@@ -1,20 +1,27 @@
-"""ASGI middleware of the public app: body guard (413/415) and RED metrics with an access log.
+"""ASGI middleware of the public app: body guard, per-key rate limits, RED metrics, access log.
+
+413/415 from the body guard, 429 from the rate limits (before routing: no database).
 
 Pure ASGI (no BaseHTTPMiddleware) so streaming bodies are counted as they arrive.
 """
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from notes_api.auth import hash_key, well_formed
 from notes_api.errors import Problem, problem_response
+from notes_api.ratelimit import Limit, RateLimiter
 from servicekit import get_logger
 
 _log = get_logger("notes_api.access")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
+_READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+_BULK_PATH = "/v1/notes:bulk-archive"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -124,3 +131,69 @@ class RequestMetrics:
                 "http.request_completed", method=method, route=route, path=scope.get("path"),
                 status=status["code"], duration_ms=round(elapsed * 1000, 2),
             )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RouteLimits:
+    """The bucket each route class draws from: reads (GET), bulk (bulk archive), writes (others)."""
+
+    reads: Limit
+    writes: Limit
+    bulk: Limit
+
+    def for_request(self, method: str, path: str) -> Limit:
+        if method in _READ_METHODS:
+            return self.reads
+        return self.bulk if path == _BULK_PATH else self.writes
+
+
+def _bearer_key(scope: Scope) -> str | None:
+    authorization = _header(scope, b"authorization")
+    if authorization is None:
+        return None
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    return key if scheme.lower() == "bearer" and well_formed(key) else None
+
+
+class RateLimits:
+    """Per-key limits on `/v1`, decided before routing, so a limited request costs no database.
+
+    Keyed by the key's hash (the key is not checked yet: an unknown one spends its own bucket,
+    then gets 401). A request without a well-formed key is not limited here: auth rejects it
+    without any I/O. Every limited response carries `RateLimit` and `RateLimit-Policy`.
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, limiter: RateLimiter, limits: RouteLimits,
+        registry: CollectorRegistry,
+    ) -> None:  # fmt: skip
+        self.app, self.limiter, self.limits = app, limiter, limits
+        self.limited = Counter(
+            "http_rate_limited", "Requests answered 429 by the per-key rate limits.",
+            ("route_class",), registry=registry,
+        )  # fmt: skip
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = _bearer_key(scope) if scope["type"] == "http" else None
+        if key is None or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.for_request(scope["method"], scope["path"])
+        decision = await self.limiter.take(hash_key(key), limit)
+        headers = decision.headers()
+        if not decision.allowed:
+            self.limited.labels(limit.name).inc()
+            problem = Problem(
+                429, f"Too many {limit.name} for this key; retry in {headers[-1][1].decode()} s.",
+                headers={name.decode(): value.decode() for name, value in headers},
+            )  # fmt: skip
+            await problem_response(problem, scope["path"])(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -23,6 +23,17 @@ class NotesApiSettings(ServiceSettings):
     database_timeout_seconds: float = Field(default=2.0, gt=0)
     database_pool_size: int = Field(default=20, ge=1)
     """Connections kept open by each serve process (a burst opens up to as many again)."""
+    # rate limits (issue 12)
+    rate_limits_enabled: bool = True
+    """Per-key token buckets in Redis (docs/api.md, "Rate limits")."""
+    rate_limit_reads_per_second: float = Field(default=100.0, gt=0)
+    rate_limit_reads_burst: int = Field(default=200, ge=1)
+    rate_limit_writes_per_second: float = Field(default=50.0, gt=0)
+    rate_limit_writes_burst: int = Field(default=100, ge=1)
+    rate_limit_bulk_per_second: float = Field(default=0.1, gt=0)
+    rate_limit_bulk_burst: int = Field(default=5, ge=1)
+    rate_limit_redis_timeout_seconds: float = Field(default=0.25, gt=0)
+    """How long a request waits for Redis's decision before the local bucket decides."""
 
 
 class WorkerSettings(NotesApiSettings):
