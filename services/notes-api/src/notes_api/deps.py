@@ -109,19 +109,15 @@ class IdempotentCall:
         self.store, self.owner, self.request, self.key = store, owner, request, key
 
     async def respond(self, payload: BaseModel | None, operation: Operation) -> JSONResponse:
-        route = getattr(self.request.scope.get("route"), "path", self.request.url.path)
-        if self.key is None:  # nothing to compare: no fingerprint
-            outcome = await self.store.run(
-                owner=self.owner, route="", key=None, request_hash="", operation=operation
-            )
-            return outcome.response()
         method, path = self.request.method, self.request.url.path
+        route = getattr(self.request.scope.get("route"), "path", path)
+        keyed = self.key is not None  # without a key there is nothing to compare: no hashing
         outcome = await self.store.run(
             owner=self.owner,
             route=f"{method} {route}",
             key=self.key,
-            request_hash=fingerprint(method, path, payload),
-            earlier_hash=legacy_fingerprint(method, path, payload),
+            request_hash=fingerprint(method, path, payload) if keyed else "",
+            earlier_hash=legacy_fingerprint(method, path, payload) if keyed else None,
             operation=operation,
         )
         return outcome.response()
