@@ -45,7 +45,6 @@ async def served(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            client.app = app  # type: ignore[attr-defined]
             yield client
 
 

@@ -184,8 +184,9 @@ class RateLimits:
         headers = decision.headers()
         if not decision.allowed:
             self.limited.labels(limit.name).inc()
+            wait = decision.retry_after_seconds()
             problem = Problem(
-                429, f"Too many {limit.name} for this key; retry in {headers[-1][1].decode()} s.",
+                429, f"Too many {limit.name} for this key; retry in {wait} s.",
                 headers={name.decode(): value.decode() for name, value in headers},
             )  # fmt: skip
             await problem_response(problem, scope["path"])(scope, receive, send)

@@ -76,15 +76,19 @@ class Decision:
     reset: float
     """Seconds until the bucket is full again."""
 
+    def retry_after_seconds(self) -> int:
+        """`Retry-After`: whole seconds, at least 1."""
+        return max(1, _seconds(self.retry_after))
+
     def headers(self) -> list[tuple[bytes, bytes]]:
         """draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy` and `RateLimit` (+ 429's)."""
+        state = f'"{self.limit.name}";r={self.remaining};t={_seconds(self.reset)}'
         values = [
             (b"ratelimit-policy", self.limit.policy().encode()),
-            (b"ratelimit", f'"{self.limit.name}";r={self.remaining};t={_seconds(self.reset)}'
-             .encode()),
-        ]  # fmt: skip
+            (b"ratelimit", state.encode()),
+        ]
         if not self.allowed:
-            values.append((b"retry-after", str(max(1, _seconds(self.retry_after))).encode()))
+            values.append((b"retry-after", str(self.retry_after_seconds()).encode()))
         return values
 
 
