@@ -1,6 +1,7 @@
 """Per-key rate limits in Redis: 429 with Retry-After and RateLimit headers, per route class,
 decided before the route's work, and a logged, counted local fallback while Redis is down."""
 
+import asyncio
 import io
 import json
 import socket
@@ -137,3 +138,28 @@ async def test_with_redis_down_a_local_bucket_limits_writes_keep_working_and_it_
     assert events.count("rate_limit.redis_unavailable") == 1, events
     fallbacks = telemetry.registry.get_sample_value("rate_limit_local_decisions_total")
     assert fallbacks == 6.0
+
+
+async def test_a_redis_that_accepts_and_never_answers_costs_a_timeout_not_the_request(
+    settings: NotesApiSettings, engine_direct: AsyncEngine
+) -> None:
+    _, key = await create_key(engine_direct, "alice")
+    alice = {"Authorization": f"Bearer {key}"}
+    held: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    hanging = tight(settings, redis_url=f"redis://127.0.0.1:{port}/0")
+    telemetry = setup_telemetry(hanging)
+    try:
+        async with served(hanging, telemetry) as client:
+            answers = [await client.get("/v1/notes", headers=alice) for _ in range(4)]
+    finally:
+        for writer in held:
+            writer.transport.abort()
+        silent.close()
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert telemetry.registry.get_sample_value("rate_limit_local_decisions_total") == 4.0
