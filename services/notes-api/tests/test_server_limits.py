@@ -8,6 +8,7 @@ import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,16 +52,24 @@ def limited(settings: NotesApiSettings) -> NotesApiSettings:
     )
 
 
-@pytest.fixture
-async def served(limited: NotesApiSettings) -> AsyncIterator[Served]:
-    telemetry = setup_telemetry(limited)
-    server = build_server(create_app(limited, telemetry), limited, telemetry.registry)
+@asynccontextmanager
+async def running(settings: NotesApiSettings) -> AsyncIterator[Served]:
+    telemetry = setup_telemetry(settings)
+    server = build_server(create_app(settings, telemetry), settings, telemetry.registry)
     serving = asyncio.create_task(server.serve())
     await eventually(lambda: server.started or serving.done())
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield Served(port, telemetry.registry)
-    server.should_exit = True
-    await serving
+    try:
+        yield Served(port, telemetry.registry)
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@pytest.fixture
+async def served(limited: NotesApiSettings) -> AsyncIterator[Served]:
+    async with running(limited) as served:
+        yield served
 
 
 @pytest.fixture
@@ -194,6 +203,31 @@ async def test_idle_sockets_beyond_the_cap_do_not_stop_a_keyed_request(
         task.cancel()
     for _, writer in idle:
         writer.close()
+
+
+async def test_unfinished_bodies_beyond_the_cap_do_not_stop_a_keyed_request(
+    limited: NotesApiSettings, alice_key: str
+) -> None:
+    patient = limited.model_copy(
+        update={"http_receive_timeout_seconds": 600.0, "http_max_connections": 4}
+    )
+    async with running(patient) as served:
+        stalled = []
+        for _ in range(6):
+            reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(
+                b"POST /v1/notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
+            await writer.drain()
+            stalled.append((asyncio.create_task(read_until_closed(reader)), writer))
+        await eventually(lambda: sum(task.done() for task, _ in stalled) >= 2, within=GENEROUS)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as http:
+            response = await http.get("/v1/notes", headers={"Authorization": f"Bearer {alice_key}"})
+        assert response.status_code == 200
+        for task, writer in stalled:
+            task.cancel()
+            writer.close()
 
 
 async def test_client_that_never_reads_its_responses_is_dropped(

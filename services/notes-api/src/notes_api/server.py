@@ -92,13 +92,14 @@ class ConnectionGuard:
         return len(self._connections)
 
     def admit(self, connection: "GuardedProtocol") -> bool:
-        """Register ``connection``; at the cap, shed the oldest idle one to make room.
+        """Register ``connection``; at the cap, shed the oldest one not yet worth keeping.
 
-        An idle socket costs an attacker nothing, a real client sends its request at once: the
-        newest connection is the one most likely to be useful. False when none could be shed.
+        That is a connection still receiving its request, or idle (`is_sheddable`): an idle or
+        trickling socket costs an attacker nothing, a real client sends its request at once, so
+        the newest connection is the one most likely to be useful. False when none could be shed.
         """
         if len(self._connections) >= self.limits.max_connections:
-            victim = next((c for c in self._connections if c.is_idle()), None)
+            victim = next((c for c in self._connections if c.is_sheddable()), None)
             if victim is None:
                 self._dropped.labels("connection_cap_busy").inc()
                 return False
@@ -182,12 +183,17 @@ class GuardedProtocol(HttpToolsProtocol):
         self._refused = False
         self._refusal: tuple[int, str] | None = None
 
-    def is_idle(self) -> bool:
-        """No request being handled and nothing left to send: shedding it loses no work."""
+    def is_sheddable(self) -> bool:
+        """Still receiving its request (or none yet), or idle with nothing left to send.
+
+        Closing it loses no work the server has taken on: a request is worked on, and holds a
+        connection worth keeping, only once it has fully arrived.
+        """
+        if self.receiving_since is not None:
+            return True
         cycle = self.cycle
-        return (cycle is None or cycle.response_complete) and (
-            self.transport.get_write_buffer_size() == 0
-        )
+        idle = cycle is None or cycle.response_complete
+        return idle and self.transport.get_write_buffer_size() == 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -245,7 +251,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def receive_timed_out(self) -> None:
         """The request did not arrive in time: 408 if nothing is being answered, else close."""
-        if self.is_idle():
+        if self.cycle is None or self.cycle.response_complete:
             self.refuse(408, "The request did not arrive within the receive deadline.")
         else:
             self.transport.close()
