@@ -1,7 +1,9 @@
 """The ops endpoint every process serves on ``OPS_PORT``: metrics, health, readiness, AsyncAPI.
 
 ``/metrics``, ``/healthz``, ``/readyz``, and ``/asyncapi.json``: the process's AsyncAPI document
-(:mod:`servicekit.asyncapi`), when the process gives one.
+(:mod:`servicekit.asyncapi`), when the process gives one. It listens on ``OPS_HOST`` (all
+interfaces by default, for scrapes from other containers); ``/readyz`` results are cached for a
+second and name a failed dependency, never the exception; a request head over 16 KiB gets 431.
 
 A deliberately tiny HTTP/1.1 server on asyncio's streams: four GET routes need no framework, and
 running it inside the service's own event loop means it shares the process's signal handling and
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -29,6 +32,9 @@ __all__ = ["OpsServer", "Readiness", "ReadinessCheck"]
 
 _log = get_logger("servicekit.ops")
 
+MAX_REQUEST_HEAD_BYTES = 16 * 1024
+"""The ops routes take no body and need no large header; a longer head is answered 431."""
+
 ReadinessCheck = Callable[[], Awaitable[object]]
 """An async callable that raises (or times out) when its dependency is unavailable."""
 
@@ -39,6 +45,10 @@ class Readiness:
 
     ``fail(reason)`` makes the process report not-ready for good (for example when its consumer
     group vanished) so an orchestrator replaces it instead of leaving it running green.
+
+    Results are kept for ``cache_seconds``: probes from several orchestrators (or anyone who can
+    reach the port) then cost at most one run of the checks per interval, and concurrent probes
+    share that run. A failed check shows only ``"unavailable"``; its exception is logged.
     """
 
     checks: Mapping[str, ReadinessCheck] = field(default_factory=dict)
@@ -47,6 +57,10 @@ class Readiness:
     # What an operator should know that does not make the process unready, e.g. the outbox's
     # durability on a Redis without AOF. Each returns a line, or None while it does not know yet.
     facts: Mapping[str, Callable[[], str | None]] = field(default_factory=dict)
+    cache_seconds: float = 1.0
+    _outcome: dict[str, str] | None = field(default=None, init=False, repr=False)
+    _checked_at: float = field(default=0.0, init=False, repr=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     def known_facts(self) -> dict[str, str]:
         """The facts that have a value now."""
@@ -58,21 +72,32 @@ class Readiness:
         self.failed_reason = reason
 
     async def evaluate(self) -> tuple[bool, dict[str, str]]:
-        """Run every check concurrently; return (ready, per-check outcome)."""
+        """Return (ready, per-check outcome), running the checks at most once per cache interval."""
+        async with self._lock:
+            if self._outcome is None or time.monotonic() - self._checked_at >= self.cache_seconds:
+                self._outcome = await self._run_checks()
+                self._checked_at = time.monotonic()
+        outcome = dict(self._outcome)
+        if self.failed_reason is not None:
+            outcome["process"] = f"error: {self.failed_reason}"
+        return all(v == "ok" for v in outcome.values()), outcome
+
+    async def _run_checks(self) -> dict[str, str]:
         names = list(self.checks)
         results = await asyncio.gather(
             *(asyncio.wait_for(self.checks[n](), self.timeout) for n in names),
             return_exceptions=True,
         )
-        outcome = {
-            name: "ok"
-            if not isinstance(result, BaseException)
-            else f"error: {type(result).__name__}"
-            for name, result in zip(names, results, strict=True)
-        }
-        if self.failed_reason is not None:
-            outcome["process"] = f"error: {self.failed_reason}"
-        return all(v == "ok" for v in outcome.values()), outcome
+        outcome = {}
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):
+                # The port is often reachable by more than the orchestrator: the body names the
+                # dependency only; the why (class, message) goes to the log.
+                _log.warning("ops.readiness_check_failed", check=name, error=repr(result))
+                outcome[name] = "unavailable"
+            else:
+                outcome[name] = "ok"
+        return outcome
 
 
 class OpsServer:
@@ -103,7 +128,9 @@ class OpsServer:
 
     async def start(self) -> None:
         """Start listening (port 0 picks a free port; read it back from ``port``)."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, self.port, limit=MAX_REQUEST_HEAD_BYTES
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -123,7 +150,11 @@ class OpsServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            try:
+                request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            except asyncio.LimitOverrunError:
+                await _refuse_oversized(reader, writer)
+                return
             request_line, _, header_block = request.decode("latin-1").partition("\r\n")
             method, path, *_ = [*request_line.split(" "), "", ""][:3]
             accept = ""
@@ -182,3 +213,22 @@ class OpsServer:
                     body = f"asyncapi document failed: {type(exc).__name__}\n".encode()
                     return "500 Internal Server Error", "text/plain", body
             return "200 OK", "application/json", self._asyncapi_body
+
+
+async def _refuse_oversized(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    body = b"request header fields too large\n"
+    writer.write(
+        b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+    )
+    if writer.can_write_eof():
+        writer.write_eof()
+    # Read and drop the rest for a moment: closing with unread input resets the connection,
+    # and the client could lose the answer with it.
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        await asyncio.wait_for(_discard(reader), 1.0)
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass

@@ -86,6 +86,7 @@ async def run_worker(
     ops = OpsServer(
         registry=telemetry.registry,
         readiness=readiness,
+        host=settings.ops_host,
         port=settings.ops_port,
         # Built from the routes on the first /asyncapi.json request: FastStream is not loaded
         # at start. The service is named by its OTEL_SERVICE_NAME, as in the contracts catalogue.
@@ -98,7 +99,7 @@ async def run_worker(
     def report_crash(task: asyncio.Task[None]) -> None:
         # A background loop (the outbox relay) that dies would leave the process running green.
         if not task.cancelled() and task.exception() is not None:
-            readiness.fail(f"background loop failed: {task.exception()!r}")
+            readiness.fail("background loop failed")  # the exception is in the log
             _log.error("process.background_failed", error=repr(task.exception()))
 
     for task in loops:

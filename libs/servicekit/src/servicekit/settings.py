@@ -65,6 +65,10 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = "json"
     ops_port: int = Field(default=9100, ge=0, le=65535)
+    ops_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - scraped from other containers; narrow it outside them
+        description="interface of the ops port (127.0.0.1 keeps it on the host)",
+    )
     otel_exporter_otlp_endpoint: str | None = None
     otel_exporter_otlp_protocol: OtlpProtocol = "http/protobuf"
     otel_traces_sampler: str = "parentbased_always_on"

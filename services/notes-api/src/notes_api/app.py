@@ -98,10 +98,13 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
             ttl=timedelta(hours=settings.idempotency_ttl_hours),
             lock=timedelta(seconds=settings.idempotency_lock_seconds),
         )
-        readiness = Readiness({"postgresql": database_check(engine)})
+        # Its own one connection: probes never wait behind requests for the API's pool.
+        probe_engine = create_database_engine(settings, pool_size=1, max_overflow=0)
+        readiness = Readiness({"postgresql": database_check(probe_engine)})
         ops = OpsServer(
             registry=telemetry.registry,
             readiness=readiness,
+            host=settings.ops_host,
             port=settings.ops_port,
             # No routes: the document lists the streams notes-api writes through its outbox.
             asyncapi=partial(asyncapi_json, settings.otel_service_name, ()),
@@ -112,6 +115,7 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
             yield
         finally:
             await ops.stop()
+            await probe_engine.dispose()
             await engine.dispose()
             if limiter is not None:
                 await limiter.close()

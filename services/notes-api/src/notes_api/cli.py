@@ -2,14 +2,12 @@
 
 import argparse
 import asyncio
-import contextlib
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
 from notes_api.app import create_app
 from notes_api.auth import create_key, revoke_key
+from notes_api.server import build_server
 from notes_api.settings import SCHEMA, NotesApiSettings
 from servicekit import create_database_engine, run_until_stopped, setup_telemetry
 from servicekit.migrations import migrate
@@ -17,11 +15,8 @@ from servicekit.migrations import migrate
 
 def serve(settings: NotesApiSettings) -> int:
     """Serve HTTP until SIGTERM/SIGINT, then drain in-flight requests and exit 0."""
-    config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, log_config=None,
-        access_log=False, timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-    )  # fmt: skip
-    server = uvicorn.Server(config)
+    telemetry = setup_telemetry(settings)
+    server = build_server(create_app(settings, telemetry), settings, telemetry.registry)
 
     async def main(stop: asyncio.Event) -> int:
         # Our own signal handling, not uvicorn's: uvicorn re-raises the signal after a graceful
@@ -34,7 +29,6 @@ def serve(settings: NotesApiSettings) -> int:
         await serving
         return 0
 
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     return run_until_stopped(main)
 
 

@@ -34,6 +34,19 @@ class NotesApiSettings(ServiceSettings):
     rate_limit_bulk_burst: int = Field(default=5, ge=1)
     rate_limit_redis_timeout_seconds: float = Field(default=0.25, gt=0)
     """How long a request waits for Redis's decision before the local bucket decides."""
+    # connection limits (issue 12)
+    http_receive_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A whole request must arrive within this, from connection open or its first byte."""
+    http_write_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A response the client does not read must make progress within this, or it is dropped."""
+    http_keepalive_timeout_seconds: int = Field(default=5, ge=1)
+    """An idle keep-alive connection is closed after this."""
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    """Request line plus headers; larger is answered 431."""
+    http_max_connections: int | None = Field(default=None, ge=1)
+    """Open connections per serve process; by default the descriptor limit less the reserve."""
+    http_descriptor_reserve: int = Field(default=128, ge=0)
+    """Descriptors kept for the database pool, Redis, the ops port and files."""
 
 
 class WorkerSettings(NotesApiSettings):
