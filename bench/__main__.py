@@ -3,7 +3,8 @@
 Knobs (environment): BENCH_MESSAGES (20000), BENCH_REPEATS (3), BENCH_BACKLOG (100000),
 BENCH_BURST (1000), BENCH_PACED_RATE (500), BENCH_PACED_SECONDS (5), BENCH_REDIS_URL/REDIS_URL;
 the notes-api HTTP scenario (``bench.http_api``): BENCH_HTTP (1; 0 skips), BENCH_HTTP_SECONDS (30);
-``make run``'s start (``bench.startup``): BENCH_STARTUP (1; 0 skips), BENCH_STARTUP_RUNS (3).
+``make run``'s start (``bench.startup``): BENCH_STARTUP (1; 0 skips), BENCH_STARTUP_RUNS (3);
+``q`` over 100k notes (``bench.search``): BENCH_SEARCH (1; 0 skips) and its knobs there.
 
 Scenarios run in rounds (raw, FastStream, runtime 1c, runtime 2c, then again), so background load
 on the machine hits every scenario alike; each figure is the median of its rounds. Every contender
@@ -18,7 +19,7 @@ import sys
 
 from redis.asyncio import Redis
 
-from bench import faststream_sub, http_api, raw_loop, runtime, startup
+from bench import faststream_sub, http_api, raw_loop, runtime, search, startup
 from bench.common import REDIS_URL, Config, Drain, delete_prefix, median, run_prefix
 from bench.report import Row, Target, table, targets_text, write
 from servicekit.lifecycle import event_loop_factory
@@ -144,6 +145,13 @@ async def main() -> int:
             rows += (await http_api.run(_say))[0]
         except Exception as exc:  # the other scenarios' rows are still written
             problems.append(f"http benchmark failed: {exc!r}")
+    if search.enabled():  # issue 12: `GET /v1/notes?q=` over 100k notes, p99 <= 50 ms
+        try:
+            search_rows, search_targets = await search.run(_say)
+            rows += search_rows
+            targets += search_targets
+        except Exception as exc:
+            problems.append(f"search benchmark failed: {exc!r}")
     if startup.enabled():  # issue 9: `make run` ready in < 5 s on a synced checkout
         try:
             startup_rows, startup_targets = await asyncio.to_thread(startup.run, _say)

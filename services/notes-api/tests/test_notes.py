@@ -6,6 +6,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import NOTES_CREATED, NOTES_DELETED, NOTES_UPDATED, NoteCreated, NoteDeleted
+from notes_api.app import create_app
+from notes_api.auth import create_key
+from notes_api.settings import NotesApiSettings
 
 from .conftest import count, create_note, outbox
 
@@ -148,12 +151,13 @@ async def test_list_filters_by_tag_and_archived(
     assert [n["tags"] for n in active] == [["home"]]
 
 
-@pytest.mark.parametrize("needle", ["%", "_", "\\", "50%_off\\"])
+@pytest.mark.parametrize("needle", ["100%", "100%_off", "_off\\ now", "100%_off\\"])
 async def test_q_treats_like_wildcards_literally(
     client: httpx.AsyncClient, alice: dict[str, str], needle: str
 ) -> None:
-    hit = await create_note(client, alice, title="sale", body="get 50%_off\\ now")
-    await create_note(client, alice, title="plain", body="nothing special here")
+    hit = await create_note(client, alice, title="sale", body="get 100%_off\\ now")
+    # What each needle would match if `%`, `_` or `\` were wildcards or an escape.
+    await create_note(client, alice, title="plain", body="10000 off and xoff now, 1000x_off\\")
     found = (await client.get("/v1/notes", params={"q": needle}, headers=alice)).json()["items"]
     assert [n["id"] for n in found] == [hit["id"]]
 
@@ -234,3 +238,70 @@ async def test_malformed_json_wrong_content_type_and_bad_limits_are_4xx(
         response = await client.get("/v1/notes", params={"limit": limit}, headers=alice)
         assert response.status_code == 422, limit
     assert (await client.get("/v1/notes/not-a-uuid", headers=alice)).status_code == 422
+
+
+async def test_if_match_uses_the_strong_comparison_a_weak_etag_never_matches(
+    client: httpx.AsyncClient, alice: dict[str, str]
+) -> None:
+    note = await create_note(client, alice)
+    url = f"/v1/notes/{note['id']}"
+    for weak in ('W/"1"', 'W/"1", "7"'):
+        refused = await client.patch(url, json={"body": "b"}, headers={**alice, "If-Match": weak})
+        assert refused.status_code == 412, weak
+    assert (await client.get(url, headers=alice)).json()["version"] == 1
+    for strong in ('"1"', '"7", "1"', "*"):
+        version = (await client.get(url, headers=alice)).json()["version"]
+        headers = {**alice, "If-Match": strong.replace('"1"', f'"{version}"')}
+        assert (await client.patch(url, json={"body": strong}, headers=headers)).status_code == 200
+    refused = await client.delete(url, headers={**alice, "If-Match": 'W/"4"'})
+    assert refused.status_code == 412
+    assert (await client.delete(url, headers={**alice, "If-Match": '"4"'})).status_code == 204
+
+
+async def test_a_list_page_stops_at_its_byte_budget_and_the_cursor_continues_from_there(
+    settings: NotesApiSettings, engine_direct: AsyncEngine
+) -> None:
+    budget = 200_000
+    app = create_app(settings.model_copy(update={"list_page_max_bytes": budget}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            _, key = await create_key(engine_direct, "alice")
+            alice = {"Authorization": f"Bearer {key}"}
+            created = [
+                (await create_note(client, alice, title=f"n{i}", body="x" * 60_000))["id"]
+                for i in range(8)
+            ]
+            seen: list[str] = []
+            cursor: str | None = None
+            while True:
+                params = {"limit": 100} | ({"cursor": cursor} if cursor else {})
+                response = await client.get("/v1/notes", params=params, headers=alice)
+                page = response.json()
+                assert 1 <= len(page["items"]) <= 3  # 3 x 60 kB reach 200 kB: no fourth
+                assert len(response.content) <= budget + 70_000  # at most one note past it
+                seen += [item["id"] for item in page["items"]]
+                cursor = page["next_cursor"]
+                if cursor is None:
+                    break
+    assert seen == list(reversed(created))
+
+
+async def test_a_note_larger_than_the_byte_budget_still_comes_alone_on_its_page(
+    settings: NotesApiSettings, engine_direct: AsyncEngine
+) -> None:
+    app = create_app(settings.model_copy(update={"list_page_max_bytes": 1000}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            _, key = await create_key(engine_direct, "alice")
+            alice = {"Authorization": f"Bearer {key}"}
+            for i in range(2):
+                await create_note(client, alice, title=f"n{i}", body="y" * 5000)
+            first = (await client.get("/v1/notes", headers=alice)).json()
+            assert len(first["items"]) == 1
+            second = await client.get(
+                "/v1/notes", params={"cursor": first["next_cursor"]}, headers=alice
+            )
+            assert [n["title"] for n in second.json()["items"]] == ["n0"]
+            assert second.json()["next_cursor"] is None

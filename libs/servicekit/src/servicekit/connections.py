@@ -57,6 +57,9 @@ def create_database_engine(
     ``pool_size`` connections stay open; up to ``max_overflow`` more are opened for a burst and
     closed when returned. Opening one costs tens of milliseconds (TLS probe, authentication, the
     driver's type introspection), so size the pool for the usual concurrency, not the mean.
+
+    Statement parameters are kept out of exception messages (``hide_parameters``): they hold
+    what clients sent and what the database stores, and an exception's text reaches the logs.
     """
     return create_async_engine(
         asyncpg_url(settings.require_database_url()),
@@ -64,5 +67,6 @@ def create_database_engine(
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
+        hide_parameters=True,
         connect_args={"timeout": pool_timeout, "command_timeout": 30},
     )

@@ -1,5 +1,13 @@
-"""RFC 9457 problem+json for every error the API answers, PostgreSQL outages included."""
+"""RFC 9457 problem+json for every error the API answers, PostgreSQL outages included.
 
+A database error never reaches the log with the values of its statement: the engine hides
+parameters (`create_database_engine`), and the log line names the error's class, its SQLSTATE
+and the statement, not the driver's message (which quotes values: `invalid input syntax for
+type uuid: "..."`). A value the database cannot take (SQLSTATE class 22) is the request's fault:
+400, not 500.
+"""
+
+import traceback
 from http import HTTPStatus
 from typing import Any
 
@@ -69,6 +77,51 @@ def database_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.InterfaceError)
 
 
+def _error_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or getattr(current, "orig", None)
+    return chain
+
+
+def caused_by_a_value(exc: BaseException) -> bool:
+    """Whether the database refused a value (SQLSTATE class 22), or the driver could not encode it.
+
+    asyncpg's client-side refusal ("invalid input for query argument") is an `InterfaceError`
+    that is also a `ValueError`; a lost connection is never one.
+    """
+    for link in _error_chain(exc):
+        if isinstance(link, sa_exc.DataError):
+            return True
+        if str(getattr(link, "sqlstate", "") or "").startswith("22"):
+            return True
+        if isinstance(link, asyncpg.InterfaceError) and isinstance(link, ValueError):
+            return True
+    return False
+
+
+def database_error_fields(exc: BaseException) -> dict[str, Any]:
+    """What a log line may say about a database error: classes, SQLSTATE, statement, our frame.
+
+    Never the messages: PostgreSQL's and the driver's quote the values they refused.
+    """
+    chain = _error_chain(exc)
+    sqlstates = [str(s) for link in chain if (s := getattr(link, "sqlstate", None))]
+    ours = [
+        f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}"
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if "notes_api" in frame.filename
+    ]
+    return {
+        "error": " <- ".join(type(link).__name__ for link in chain),
+        "sqlstate": sqlstates[0] if sqlstates else None,
+        "statement": getattr(exc, "statement", None),
+        "raised_at": ours[-1] if ours else None,
+    }
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Never echo the input back: it may hold what cannot be encoded (a lone surrogate).
     return [
@@ -109,15 +162,22 @@ def install_problem_handlers(app: FastAPI, *, retry_after: int) -> None:
         return problem_response(problem, request.url.path)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        path = request.url.path
         if database_unavailable(exc):
-            _log.warning("database.unavailable", error=repr(exc), path=request.url.path)
+            _log.warning("database.unavailable", path=path, **database_error_fields(exc))
             problem = Problem(
                 503,
                 "The database is unavailable; retry later.",
                 headers={"Retry-After": str(retry_after)},
             )
+        elif caused_by_a_value(exc):
+            _log.warning("request.value_refused", path=path, **database_error_fields(exc))
+            problem = Problem(400, "A value in the request is out of range for its field.")
+        elif isinstance(exc, sa_exc.DBAPIError):
+            _log.error("request.failed", path=path, **database_error_fields(exc))
+            problem = Problem(500, "Internal error.")
         else:
-            _log.exception("request.failed", path=request.url.path)
+            _log.exception("request.failed", path=path)
             problem = Problem(500, "Internal error.")
         return problem_response(problem, request.url.path)
 

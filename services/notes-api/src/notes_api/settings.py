@@ -1,6 +1,9 @@
 """Settings of the HTTP process and of the worker, from the environment only."""
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
 
 from servicekit import ServiceSettings
 
@@ -47,6 +50,31 @@ class NotesApiSettings(ServiceSettings):
     """Open connections per serve process; by default the descriptor limit less the reserve."""
     http_descriptor_reserve: int = Field(default=128, ge=0)
     """Descriptors kept for the database pool, Redis, the ops port and files."""
+
+    # cursors and search (issue 12)
+    cursor_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """`CURSOR_SECRETS`: comma-separated, at least 32 characters each; the first signs cursors,
+    every one verifies them (rotation). Unset: a key derived from `DATABASE_URL`."""
+    list_page_max_bytes: int = Field(default=1024 * 1024, ge=1)
+    """A list page stops adding notes once their JSON passes this size (at least one is sent)."""
+
+    @field_validator("cursor_secrets", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("cursor_secrets")
+    @classmethod
+    def _long_enough(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if any(len(secret.get_secret_value()) < 32 for secret in value):
+            raise ValueError("each of CURSOR_SECRETS must be at least 32 characters")
+        return value
+
+    def secrets(self) -> list[str]:
+        """The shared secrets and the cursor secrets, for the log redactor."""
+        return [*super().secrets(), *(s.get_secret_value() for s in self.cursor_secrets)]
 
 
 class WorkerSettings(NotesApiSettings):

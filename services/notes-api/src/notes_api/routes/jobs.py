@@ -31,6 +31,7 @@ from contracts import (
     utc_now,
 )
 from notes_api.bulk import create_bulk_archive
+from notes_api.cursors import CursorsDep
 from notes_api.deps import IdempotentDep, OwnerDep, ReaderDep, SettingsDep
 from notes_api.errors import PROBLEMS, Problem
 from notes_api.idempotency import Outcome
@@ -168,6 +169,7 @@ async def get_job(job_id: UUID, owner: OwnerDep, connection: ReaderDep) -> JobPu
 async def list_jobs(
     owner: OwnerDep,
     connection: ReaderDep,
+    cursors: CursorsDep,
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -176,7 +178,9 @@ async def list_jobs(
     statement = _owned_jobs(owner)
     if status is not None:
         statement = statement.where(Job.status == str(status))
-    page, next_cursor = await read_page(connection, statement, Job, cursor=cursor, limit=limit)
+    page, next_cursor = await read_page(
+        connection, statement, Job, cursor=cursor, limit=limit, cursors=cursors
+    )
     return JobPage(items=[job_public(j) for j in page], next_cursor=next_cursor)
 
 

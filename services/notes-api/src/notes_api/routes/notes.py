@@ -4,12 +4,12 @@ Every change writes its event (`notes.created|updated|deleted.v1`, with the full
 outbox in the change's transaction. Another owner's note answers 404, exactly like a missing one.
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import delete, insert, or_, update
+from sqlalchemy import Row, delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 
@@ -23,13 +23,15 @@ from contracts import (
     NoteUpdated,
     utc_now,
 )
-from notes_api.deps import EngineDep, IdempotentDep, OwnerDep, ReaderDep
+from notes_api.cursors import CursorsDep
+from notes_api.deps import EngineDep, IdempotentDep, OwnerDep, ReaderDep, SettingsDep
 from notes_api.errors import PROBLEMS, Problem
 from notes_api.idempotency import Outcome
 from notes_api.models import Note, NoteCreate, NotePage, NotePublic, NoteUpdate, Tag, Text_
 from notes_api.notes import owned_note, public, read_note, snapshot
 from notes_api.outbox import PRODUCER, emit
 from notes_api.pagination import read_page
+from notes_api.search import SEARCH_RULE, matching, require_indexable
 
 router = APIRouter(prefix="/v1", tags=["notes"])
 
@@ -49,16 +51,26 @@ def note_outcome(note: NotePublic, status_code: int = 200) -> Outcome:
 
 
 def check_if_match(version: int, if_match: str | None) -> None:
+    """412 unless ``if_match`` is `*` or lists the current ETag.
+
+    The strong comparison (RFC 9110 section 13.1.1): a weak tag (`W/"2"`) never matches.
+    """
     if if_match is None:
         return
-    tags = {t.strip().removeprefix("W/") for t in if_match.split(",")}
+    tags = {t.strip() for t in if_match.split(",")}
     current = etag(version)
     if "*" not in tags and current not in tags:
         raise Problem(412, f"The note changed; its ETag is now {current}.")
 
 
-def escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+_NOTE_JSON_OVERHEAD = 300
+"""Bytes of a listed note's JSON besides its text: keys, id, version, three timestamps."""
+
+
+def note_bytes(row: Row[Any]) -> int:
+    """About how many bytes a listed note adds to the page (UTF-8, escapes aside)."""
+    text = len(row.title.encode()) + len(row.body.encode())
+    return text + sum(len(tag.encode()) + 3 for tag in row.tags) + _NOTE_JSON_OVERHEAD
 
 
 @router.post("/notes", status_code=201, response_model=NotePublic, responses=PROBLEMS)
@@ -86,13 +98,18 @@ async def create_note(payload: NoteCreate, call: IdempotentDep) -> JSONResponse:
 async def list_notes(
     owner: OwnerDep,
     connection: ReaderDep,
+    settings: SettingsDep,
+    cursors: CursorsDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     tag: Annotated[Tag | None, Query()] = None,
     archived: bool | None = None,
-    q: Annotated[Text_ | None, Query(min_length=1, max_length=200)] = None,
+    q: Annotated[Text_ | None, Query(min_length=1, max_length=200, description=SEARCH_RULE)] = None,
 ) -> NotePage:
-    """The owner's notes, newest first, a page at a time (`next_cursor`); `q` matches literally."""
+    """The owner's notes, newest first, a page at a time (`next_cursor`); `q` matches literally.
+
+    A page holds up to `limit` notes and stops early past `LIST_PAGE_MAX_BYTES`.
+    """
     statement = select(Note).where(Note.owner_id == owner)
     if tag is not None:
         statement = statement.where(col(Note.tags).contains([tag]))
@@ -100,14 +117,12 @@ async def list_notes(
         archived_at = col(Note.archived_at)
         statement = statement.where(archived_at.is_not(None) if archived else archived_at.is_(None))
     if q is not None:
-        pattern = f"%{escape_like(q)}%"
-        statement = statement.where(
-            or_(
-                col(Note.title).ilike(pattern, escape="\\"),
-                col(Note.body).ilike(pattern, escape="\\"),
-            )
-        )
-    page, next_cursor = await read_page(connection, statement, Note, cursor=cursor, limit=limit)
+        require_indexable(q)
+        statement = statement.where(matching(q))
+    page, next_cursor = await read_page(
+        connection, statement, Note, cursor=cursor, limit=limit, cursors=cursors,
+        size=note_bytes, max_bytes=settings.list_page_max_bytes,
+    )  # fmt: skip
     return NotePage(items=[public(n) for n in page], next_cursor=next_cursor)
 
 
