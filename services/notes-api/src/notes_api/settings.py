@@ -23,6 +23,10 @@ class NotesApiSettings(ServiceSettings):
     database_timeout_seconds: float = Field(default=2.0, gt=0)
     database_pool_size: int = Field(default=20, ge=1)
     """Connections kept open by each serve process (a burst opens up to as many again)."""
+    # bulk archive (issue 12)
+    bulk_archive_max_items: int = Field(default=50_000, ge=1)
+    """The most notes one `POST /v1/notes:bulk-archive` resolves (more → 422); the scheduled
+    auto-archive splits a larger run into parents of at most this many."""
 
 
 class WorkerSettings(NotesApiSettings):
