@@ -183,3 +183,19 @@ async def test_a_big_bulk_archive_is_resolved_a_chunk_at_a_time_while_other_requ
     assert [len(c.items) for c in chunks] == [MAX_CHUNK_ITEMS] * (n // MAX_CHUNK_ITEMS)
     assert len({i.note_id for c in chunks for i in c.items}) == n
     assert all(isinstance(c.parent_job_id, UUID) for c in chunks)
+
+
+async def test_a_second_filter_takes_only_the_notes_the_first_bulk_left(
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    await _notes(engine, "alice", 1700, tag="a")  # ids interleave with the b notes: the in-flight
+    await _notes(engine, "alice", 1300, tag="b")  # chunks span every page's id range
+    first = (await _bulk(client, alice, {"tag": "a"})).json()["job_id"]
+    second = (await _bulk(client, alice, {"all": True})).json()["job_id"]
+    assert [await _total(client, alice, j) for j in (first, second)] == [1700, 1300]
+    chunks = [BulkArchiveChunk.model_validate(r["payload"]) for r in await outbox(engine, CHUNKS)]
+    by_parent: dict[str, set[UUID]] = {first: set(), second: set()}
+    for chunk in chunks:
+        by_parent[str(chunk.parent_job_id)] |= {i.note_id for i in chunk.items}
+    assert len(by_parent[first] | by_parent[second]) == 3000
+    assert [len(c.items) for c in chunks if str(c.parent_job_id) == second] == [1000, 300]

@@ -31,7 +31,8 @@ from contracts import (
     job_stream,
     utc_now,
 )
-from notes_api.bulk import BulkFilter, count_matching, create_bulk_archive, lock_owner
+from notes_api.bulk import create_bulk_archive
+from notes_api.bulk_selection import BulkFilter, count_matching, lock_owner
 from notes_api.deps import IdempotentDep, OwnerDep, ReaderDep, SettingsDep
 from notes_api.errors import PROBLEMS, Problem
 from notes_api.idempotency import Outcome

@@ -41,7 +41,8 @@ from contracts import (
     bulk_child_job_id,
     utc_now,
 )
-from notes_api.bulk import BulkFilter, create_bulk_archive_parts, matching_owners
+from notes_api.bulk import create_bulk_archive_parts
+from notes_api.bulk_selection import BulkFilter, matching_owners
 from notes_api.idempotency import purge_expired
 from notes_api.jobs import moves_forward
 from notes_api.models import BulkChunk, Job, Note
