@@ -168,3 +168,30 @@ async def test_a_failed_chunk_of_several_counts_only_its_own_items(
     job = (await client.get(f"/v1/jobs/{parent}", headers=alice)).json()
     assert job["progress"] == {"total": 1001, "succeeded": 0, "failed": 1, "skipped": 0}
     assert job["status"] == "running"  # the first chunk's 1,000 children are still to come
+
+
+async def test_auto_archive_splits_a_run_over_the_cap_into_several_parents(
+    engine: AsyncEngine,
+) -> None:
+    store = WorkerStore(engine, bulk_archive_max_items=2500)
+    await _old_notes(engine, "alice", 6001, days=40, tag="t")
+    await _old_notes(engine, "bob", 2, days=40, tag="t")
+    tick = _tick(not_updated_for_days=30, tag="t")
+    await auto_archive_notes(tick, store)
+    await auto_archive_notes(tick, store)  # the same tick again: nothing more
+    chunks = await _chunks(engine)
+    per_parent: dict[UUID, int] = {}
+    for chunk in chunks:
+        per_parent[chunk.parent_job_id] = per_parent.get(chunk.parent_job_id, 0) + len(chunk.items)
+    first = uuid5(tick.event_id, "alice")
+    alice_parents = [p for p in per_parent if (await _parent(engine, p))["owner_id"] == "alice"]
+    assert alice_parents[0] == first  # the first part keeps the id a tick always gave
+    assert [per_parent[p] for p in alice_parents] == [2500, 2500, 1001]
+    assert len(set(alice_parents)) == 3
+    assert per_parent[uuid5(tick.event_id, "bob")] == 2
+    assert len({i.note_id for c in chunks for i in c.items}) == 6003
+    for parent_id in alice_parents:
+        job = await _parent(engine, parent_id)
+        assert (job["status"], job["priority"]) == ("accepted", "low")
+        assert job["progress"]["total"] == per_parent[parent_id]
+    assert max(len(c.items) for c in chunks) <= 1000

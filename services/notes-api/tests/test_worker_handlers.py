@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import inspect
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -132,16 +132,23 @@ class FakeTransaction:
         self.store.queries.append(("owners", tag, not_updated_for_days, now))
         return sorted(self.store.candidates)
 
-    async def notes_to_archive(
-        self, owner: str, tag: str | None, not_updated_for_days: int | None, now: datetime
-    ) -> list[ChunkItem]:
+    async def create_bulk_archives(
+        self,
+        owner: str,
+        tag: str | None,
+        not_updated_for_days: int | None,
+        now: datetime,
+        *,
+        first_job_id: UUID,
+    ) -> int:
+        """One parent with the owner's candidates, none without (the split is the real store's,
+        proven against PostgreSQL in test_bulk.py)."""
         self.store.queries.append((owner, tag, not_updated_for_days, now))
-        return list(self.store.candidates.get(owner, []))
-
-    async def create_bulk_archive(
-        self, owner: str, items: Sequence[ChunkItem], *, job_id: UUID
-    ) -> None:
-        self.bulk_parents[job_id] = (owner, list(items))
+        items = list(self.store.candidates.get(owner, []))
+        if not items:
+            return 0
+        self.bulk_parents[first_job_id] = (owner, items)
+        return 1
 
     async def purge_expired_idempotency_keys(self, older_than: datetime) -> int:
         self.purged_before.append(older_than)

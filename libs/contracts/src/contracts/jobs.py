@@ -66,6 +66,11 @@ class BulkArchiveChunk(JobRequest):
     parent_job_id: UUID = Field(description="The bulk archive job; `job_id` is the chunk's own.")
     chunk_no: int = Field(ge=0)
     items: Annotated[list[ChunkItem], Field(min_length=1, max_length=MAX_CHUNK_ITEMS)]
+    child_priority: Priority = Field(
+        default=Priority.LOW,
+        description="The priority the chunk's archive jobs are submitted at "
+        "(`jobs.archive.<priority>`): low unless the bulk request asked for another.",
+    )
 
     def child_job_id(self, item: ChunkItem) -> UUID:
         """Return the deterministic id of the archive job for one item."""

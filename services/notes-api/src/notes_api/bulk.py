@@ -1,21 +1,27 @@
-"""Bulk archive: resolve a filter to `(note_id, version)` and create the parent job and its chunks.
+"""Bulk archive: write the parent jobs and their chunks for the notes `bulk_selection` selects.
 
 One code path for `POST /v1/notes:bulk-archive` and the scheduled auto-archive command (run by the
-worker): the filter is resolved in the transaction that creates the parent job, the chunks
-(≤ `MAX_CHUNK_ITEMS` items) go to the outbox on `jobs.bulk_archive_chunk.low`, and each chunk's
-notes are recorded in `bulk_chunks` so a lost chunk can be counted as failed on the parent.
+worker), in the transaction of the caller's connection:
 
-Each function takes the connection of the transaction it writes in.
+- Full chunks (`MAX_CHUNK_ITEMS`, the last one less) are written as the selection's pages come in:
+  each its outbox row on `jobs.bulk_archive_chunk.<priority>` (saying the children's priority)
+  and its `bulk_chunks` row, so a lost chunk can be counted as failed on the parent. The event
+  loop gets a turn between pages; memory stays at about two pages whatever the run's size.
+- The parent is written before its chunks and gets its total at the end; one with nothing to do
+  (HTTP only: a tick makes no empty parents) succeeds at once and says so.
+- The HTTP route refuses a filter matching more than its cap before it calls in
+  (`routes/jobs.py`); the auto-archive instead splits its run into parents of at most that many
+  (`create_bulk_archive_parts`).
 """
 
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+import asyncio
+from contextlib import aclosing
 from typing import Any
 from uuid import UUID, uuid5
 
-from sqlalchemy import ColumnElement, insert
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel import col, select
+from sqlmodel import col
 
 from contracts import (
     JOBS_LIFECYCLE,
@@ -27,103 +33,161 @@ from contracts import (
     JobType,
     Priority,
     job_stream,
-    utc_now,
 )
+from notes_api.bulk_selection import BulkFilter, lock_owner, matching_pages
 from notes_api.jobs import add_job, empty_progress, new_job
-from notes_api.models import BulkChunk, Job, Note
+from notes_api.models import BulkChunk, Job
 from notes_api.outbox import PRODUCER, emit
-
-CHUNK_STREAM = job_stream(JobType.BULK_ARCHIVE_CHUNK, Priority.LOW)
 
 
 def chunk_job_id(parent_id: UUID, chunk_no: int) -> UUID:
     return uuid5(parent_id, f"chunk:{chunk_no}")
 
 
-def _filters(
-    tag: str | None, not_updated_for_days: int | None, now: datetime | None
-) -> list[ColumnElement[bool]]:
-    """Unarchived notes with ``tag``, not updated for N days before ``now``."""
-    filters: list[ColumnElement[bool]] = [col(Note.archived_at).is_(None)]
-    if tag is not None:
-        filters.append(col(Note.tags).contains([tag]))
-    if not_updated_for_days is not None:
-        cutoff = (now or utc_now()) - timedelta(days=not_updated_for_days)
-        filters.append(col(Note.updated_at) < cutoff)
-    return filters
+def part_job_id(first_id: UUID, part: int) -> UUID:
+    """The id of a split run's ``part``-th parent: the first keeps ``first_id``."""
+    return first_id if part == 0 else uuid5(first_id, f"part:{part}")
 
 
-async def matching_owners(
-    connection: AsyncConnection, tag: str | None, not_updated_for_days: int | None, now: datetime
-) -> list[str]:
-    """Owners with at least one note the filter matches (for an every-owner auto-archive)."""
-    statement = select(Note.owner_id).where(*_filters(tag, not_updated_for_days, now)).distinct()
-    return list((await connection.execute(statement.order_by(col(Note.owner_id)))).scalars())
+class _Parent:
+    """One parent job being written: its row first, then its chunks, then its total."""
 
+    def __init__(
+        self, connection: AsyncConnection, owner: str, job_id: UUID, priority: Priority
+    ) -> None:
+        self._connection, self._priority = connection, priority
+        self.job = new_job(
+            owner, JobType.BULK_ARCHIVE, JobStatus.ACCEPTED, job_id=job_id,
+            progress=empty_progress(0), priority=str(priority),
+        )  # fmt: skip
+        self.total = 0
+        self._chunks = 0
 
-async def resolve_items(
-    connection: AsyncConnection,
-    owner: str,
-    tag: str | None,
-    not_updated_for_days: int | None,
-    *,
-    now: datetime | None = None,
-) -> list[ChunkItem]:
-    """The owner's matching notes as `(note_id, version)`, in id order (``now``: cutoff base)."""
-    statement = select(Note.id, Note.version).where(
-        Note.owner_id == owner, *_filters(tag, not_updated_for_days, now)
-    )
-    rows = await connection.execute(statement.order_by(col(Note.id)))
-    return [ChunkItem(note_id=note_id, version=version) for note_id, version in rows]
+    async def start(self) -> None:
+        await add_job(self._connection, self.job)
 
-
-async def create_parent(
-    connection: AsyncConnection,
-    owner: str,
-    items: Sequence[ChunkItem],
-    *,
-    job_id: UUID | None = None,
-) -> Job:
-    """Write the parent job, its chunks (outbox and `bulk_chunks`); empty → succeeded at once."""
-    status = JobStatus.ACCEPTED if items else JobStatus.SUCCEEDED
-    job = new_job(
-        owner, JobType.BULK_ARCHIVE, status, job_id=job_id, progress=empty_progress(len(items))
-    )
-    await add_job(connection, job)
-    records: list[dict[str, Any]] = []
-    for chunk_no, start in enumerate(range(0, len(items), MAX_CHUNK_ITEMS)):
-        chunk_items = list(items[start : start + MAX_CHUNK_ITEMS])
+    async def add_chunk(self, items: list[ChunkItem]) -> None:
+        chunk_no, parent_id = self._chunks, self.job.id
         chunk = BulkArchiveChunk(
-            producer=PRODUCER, owner_id=owner, job_id=chunk_job_id(job.id, chunk_no),
-            parent_job_id=job.id, chunk_no=chunk_no, items=chunk_items,
+            producer=PRODUCER, owner_id=self.job.owner_id, job_id=chunk_job_id(parent_id, chunk_no),
+            parent_job_id=parent_id, chunk_no=chunk_no, items=items,
+            child_priority=self._priority,
         )  # fmt: skip
-        records.append(
-            BulkChunk(
-                id=chunk.job_id, parent_id=job.id, chunk_no=chunk_no, item_count=len(chunk_items),
-                note_ids=[item.note_id for item in chunk_items], lost_at=None,
-            ).model_dump()
-        )  # fmt: skip
-        await emit(connection, chunk, stream=CHUNK_STREAM, aggregate_id=job.id)
-    if records:
-        await connection.execute(insert(BulkChunk), records)
-    if not items:  # nothing to do: complete at once, and say so like any parent
-        completed = JobCompleted(
-            producer=PRODUCER, job_id=job.id, job_type=job.type, trace_id=job.trace_id,
-            total=0, succeeded=0, failed=0, skipped=0, status=JobStatus.SUCCEEDED,
-        )  # fmt: skip
-        await emit(connection, completed, stream=JOBS_LIFECYCLE, aggregate_id=job.id)
-    return job
+        stream = job_stream(JobType.BULK_ARCHIVE_CHUNK, self._priority)
+        await emit(self._connection, chunk, stream=stream, aggregate_id=parent_id)
+        record: dict[str, Any] = {
+            "id": chunk.job_id, "parent_id": parent_id, "chunk_no": chunk_no,
+            "item_count": len(items), "note_ids": [item.note_id for item in items], "lost_at": None,
+        }  # fmt: skip
+        await self._connection.execute(insert(BulkChunk), record)
+        self._chunks += 1
+        self.total += len(items)
+
+    async def finish(self) -> Job:
+        """Write the total; a parent with nothing to do succeeds at once, and says so."""
+        progress = empty_progress(self.total)
+        status = JobStatus.ACCEPTED if self.total else JobStatus.SUCCEEDED
+        await self._connection.execute(
+            update(Job)
+            .where(col(Job.id) == self.job.id)
+            .values(progress=progress, status=str(status))
+        )
+        self.job.progress, self.job.status = progress, str(status)
+        if not self.total:
+            completed = JobCompleted(
+                producer=PRODUCER, job_id=self.job.id, job_type=self.job.type,
+                trace_id=self.job.trace_id, total=0, succeeded=0, failed=0, skipped=0,
+                status=JobStatus.SUCCEEDED,
+            )  # fmt: skip
+            await emit(self._connection, completed, stream=JOBS_LIFECYCLE, aggregate_id=self.job.id)
+        return self.job
+
+
+async def _write_parts(
+    connection: AsyncConnection,
+    owner: str,
+    match: BulkFilter,
+    *,
+    first_id: UUID,
+    priority: Priority,
+    items_per_parent: int,
+    max_parts: int | None,
+    keep_empty: bool,
+) -> list[Job]:
+    """Walk the matching notes into full chunks, in parents of at most ``items_per_parent``."""
+    await lock_owner(connection, owner)
+    jobs: list[Job] = []
+    parent: _Parent | None = None
+    waiting: list[ChunkItem] = []  # at most two pages: what the next chunk is taken from
+
+    async def write_ready(*, last: bool) -> bool:
+        """Write every full chunk (every chunk, when ``last``); False once no more parents fit."""
+        nonlocal parent, waiting
+        while waiting:
+            room = items_per_parent - (parent.total if parent else 0)
+            size = min(MAX_CHUNK_ITEMS, room)
+            if len(waiting) < size and not last:
+                return True
+            if parent is None:
+                parent = _Parent(connection, owner, part_job_id(first_id, len(jobs)), priority)
+                await parent.start()
+            await parent.add_chunk(waiting[:size])
+            waiting = waiting[size:]
+            if parent.total >= items_per_parent:
+                jobs.append(await parent.finish())
+                parent = None
+                if max_parts is not None and len(jobs) >= max_parts:
+                    return False
+        return True
+
+    async with aclosing(matching_pages(connection, owner, match)) as pages:
+        async for page in pages:
+            waiting += page
+            if not await write_ready(last=False):
+                return jobs
+            # The statements above awaited the database, but that need not have let the loop's
+            # other tasks run for long: give every other request a turn between two pages.
+            await asyncio.sleep(0)
+    await write_ready(last=True)
+    if parent is None and keep_empty and not jobs:
+        parent = _Parent(connection, owner, first_id, priority)
+        await parent.start()
+    if parent is not None:
+        jobs.append(await parent.finish())
+    return jobs
 
 
 async def create_bulk_archive(
     connection: AsyncConnection,
     owner: str,
-    tag: str | None,
-    not_updated_for_days: int | None,
+    match: BulkFilter,
     *,
-    now: datetime | None = None,
-    job_id: UUID | None = None,
+    job_id: UUID,
+    priority: Priority,
+    max_items: int,
 ) -> Job:
-    """Resolve the filter now; create the parent and its chunks in ``connection``'s transaction."""
-    items = await resolve_items(connection, owner, tag, not_updated_for_days, now=now)
-    return await create_parent(connection, owner, items, job_id=job_id)
+    """One parent of at most ``max_items`` notes (none matching: it succeeds at once)."""
+    [job] = await _write_parts(
+        connection, owner, match, first_id=job_id, priority=priority,
+        items_per_parent=max_items, max_parts=1, keep_empty=True,
+    )  # fmt: skip
+    return job
+
+
+async def create_bulk_archive_parts(
+    connection: AsyncConnection,
+    owner: str,
+    match: BulkFilter,
+    *,
+    first_id: UUID,
+    items_per_parent: int,
+    priority: Priority = Priority.LOW,
+) -> list[Job]:
+    """Every matching note, in parents of at most ``items_per_parent``; none if nothing matches.
+
+    The first parent's id is ``first_id``, the others' derive from it (`part_job_id`).
+    """
+    return await _write_parts(
+        connection, owner, match, first_id=first_id, priority=priority,
+        items_per_parent=items_per_parent, max_parts=None, keep_empty=False,
+    )  # fmt: skip

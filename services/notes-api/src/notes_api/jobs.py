@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import Row, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from contracts import TERMINAL_STATUSES, JobStatus, JobType, utc_now
+from contracts import TERMINAL_STATUSES, JobStatus, JobType, Priority, utc_now
 from notes_api.models import Attempt, Job, JobPublic, Progress
 from notes_api.outbox import current_trace_id
 
@@ -64,5 +64,5 @@ def job_public(job: Job | Row[Any]) -> JobPublic:
         id=job.id, type=job.type, status=JobStatus(job.status), note_id=job.note_id,
         run_at=job.run_at, attempts=attempts, created_at=job.created_at,
         updated_at=job.updated_at, result=job.result, error=job.error, progress=progress,
-        trace_id=job.trace_id,
+        trace_id=job.trace_id, priority=Priority(job.priority),
     )  # fmt: skip

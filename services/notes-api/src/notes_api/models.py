@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
 
-from contracts import MAX_TAG_LENGTH, MAX_TAGS, MAX_TITLE_LENGTH, JobStatus
+from contracts import MAX_TAG_LENGTH, MAX_TAGS, MAX_TITLE_LENGTH, JobStatus, Priority
 from notes_api.settings import SCHEMA
 
 # ---- tables --------------------------------------------------------------------------------------
@@ -92,6 +92,11 @@ class Job(SQLModel, table=True):
     trace_id: str | None = SQLField(sa_column=Column(Text, nullable=True))
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
+    priority: str = SQLField(
+        default=str(Priority.DEFAULT),
+        sa_column=Column(Text, nullable=False, server_default=str(Priority.DEFAULT)),
+    )
+    """The priority stream the job went to; a bulk parent's is its chunks' and children's."""
 
 
 class BulkChunk(SQLModel, table=True):
@@ -165,21 +170,41 @@ class NotePage(BaseModel):
     next_cursor: str | None
 
 
+_JOB_PRIORITY = "The job's stream: workers read critical, default and low 6 : 3 : 1."
+
+
 class ArchiveJobCreate(_Strict):
     run_at: AwareDatetime | None = Field(
         default=None,
         description="Run later (a delayed job, reported `scheduled`); past times mean now; "
         "at most 30 days ahead (DELAY_HORIZON_DAYS).",
     )
+    priority: Priority = Field(default=Priority.DEFAULT, description=_JOB_PRIORITY)
 
 
 class CopyJobCreate(_Strict):
     title: Title | None = None
+    priority: Priority = Field(default=Priority.DEFAULT, description=_JOB_PRIORITY)
 
 
 class BulkArchiveCreate(_Strict):
+    """Which notes to archive: a filter (`tag`, `not_updated_for_days`, both ANDed) or `all`."""
+
     tag: Tag | None = None
     not_updated_for_days: int | None = Field(default=None, ge=0, le=36500)
+    all: bool = Field(
+        default=False,
+        description="Every unarchived note of the owner; required when no filter is given, "
+        "refused with one.",
+    )
+    priority: Priority = Field(
+        default=Priority.LOW,
+        description="The priority of its chunks and child archive jobs (and the parent's "
+        "`priority`); low unless given.",
+    )
+
+    def has_filter(self) -> bool:
+        return self.tag is not None or self.not_updated_for_days is not None
 
 
 class JobAccepted(BaseModel):
@@ -214,6 +239,7 @@ class JobPublic(BaseModel):
     error: str | None
     progress: Progress | None
     trace_id: str | None
+    priority: Priority
 
 
 class JobPage(BaseModel):

@@ -51,6 +51,11 @@ class NotesApiSettings(ServiceSettings):
     http_descriptor_reserve: int = Field(default=128, ge=0)
     """Descriptors kept for the database pool, Redis, the ops port and files."""
 
+    # bulk archive (issue 12)
+    bulk_archive_max_items: int = Field(default=50_000, ge=1)
+    """The most notes one `POST /v1/notes:bulk-archive` resolves (more → 422); the scheduled
+    auto-archive splits a larger run into parents of at most this many."""
+
     # cursors and search (issue 12)
     cursor_secrets: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     """`CURSOR_SECRETS`: comma-separated, at least 32 characters each; the first signs cursors,

@@ -1,14 +1,15 @@
 """Job endpoints: archive, copy and bulk archive requests (202), job status, list and cancel.
 
-Requests go out through the outbox in the transaction that creates the job row:
-`jobs.archive.default`, `jobs.copy.default`, chunks on `jobs.bulk_archive_chunk.low` (see
-`notes_api.bulk`), and delayed
-requests (`run_at`) as `jobs.delayed.requested.v1` on `jobs.delayed.v1` for the scheduler.
+Requests go out through the outbox in the transaction that creates the job row, on the stream of
+the priority asked for: `jobs.archive.<priority>`, `jobs.copy.<priority>` (default `default`),
+chunks on `jobs.bulk_archive_chunk.<priority>` (default `low`; see `notes_api.bulk`), and delayed
+requests (`run_at`) as `jobs.delayed.requested.v1` on `jobs.delayed.v1` for the scheduler, which
+publishes them on that stream when due.
 """
 
 from datetime import timedelta
 from typing import Annotated, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
@@ -31,6 +32,7 @@ from contracts import (
     utc_now,
 )
 from notes_api.bulk import create_bulk_archive
+from notes_api.bulk_selection import BulkFilter, count_matching, lock_owner
 from notes_api.cursors import CursorsDep
 from notes_api.deps import IdempotentDep, OwnerDep, ReaderDep, SettingsDep
 from notes_api.errors import PROBLEMS, Problem
@@ -60,14 +62,18 @@ def accepted(job: Job) -> Outcome:
 async def submit(
     connection: AsyncConnection, job: Job, request: JobRequest, aggregate: UUID
 ) -> None:
-    """Store the job row and its request (delayed when the job has a `run_at`)."""
+    """Store the job row and its request on the job's priority stream.
+
+    A job with a `run_at` goes to the scheduler, which publishes it on that stream when due.
+    """
     await add_job(connection, job)
-    stream = job_stream(request.JOB_TYPE, Priority.DEFAULT)
+    priority = Priority(job.priority)
+    stream = job_stream(request.JOB_TYPE, priority)
     if job.run_at is None:
         await emit(connection, request, stream=stream, aggregate_id=aggregate)
         return
     delayed = DelayedJobRequested.for_request(
-        request, run_at=job.run_at, priority=Priority.DEFAULT, producer=PRODUCER
+        request, run_at=job.run_at, priority=priority, producer=PRODUCER
     )
     await emit(connection, delayed, stream=JOBS_DELAYED, aggregate_id=aggregate)
 
@@ -82,7 +88,8 @@ async def archive_note(
     payload: Annotated[ArchiveJobCreate | None, Body()] = None,
 ) -> JSONResponse:
     """Archive the note's current version (202 + job); `run_at` delays it (≤ 30 days ahead)."""
-    run_at = payload.run_at if payload else None
+    criteria = payload or ArchiveJobCreate()
+    run_at = criteria.run_at
     now = utc_now()
     if run_at is not None and run_at > now + timedelta(days=settings.delay_horizon_days):
         raise Problem(422, f"run_at is more than {settings.delay_horizon_days} days ahead.")
@@ -92,7 +99,8 @@ async def archive_note(
         note = await owned_note(connection, call.owner, note_id, lock=False)
         status = JobStatus.SCHEDULED if delayed else JobStatus.ACCEPTED
         job = new_job(call.owner, JobType.ARCHIVE, status, note_id=note_id,
-                      run_at=run_at if delayed else None)  # fmt: skip
+                      run_at=run_at if delayed else None,
+                      priority=str(criteria.priority))  # fmt: skip
         request = ArchiveRequested(
             producer=PRODUCER, owner_id=call.owner, job_id=job.id, note_id=note_id,
             version=note.version,
@@ -110,13 +118,15 @@ async def copy_note(
     note_id: UUID, call: IdempotentDep, payload: Annotated[CopyJobCreate | None, Body()] = None
 ) -> JSONResponse:
     """Copy the note's current version into a new note of the same owner (job result: note_id)."""
+    criteria = payload or CopyJobCreate()
 
     async def create(connection: AsyncConnection) -> Outcome:
         note = await owned_note(connection, call.owner, note_id, lock=False)
-        job = new_job(call.owner, JobType.COPY, JobStatus.ACCEPTED, note_id=note_id)
+        job = new_job(call.owner, JobType.COPY, JobStatus.ACCEPTED, note_id=note_id,
+                      priority=str(criteria.priority))  # fmt: skip
         request = CopyRequested(
             producer=PRODUCER, owner_id=call.owner, job_id=job.id, note_id=note_id,
-            version=note.version, new_title=payload.title if payload else None,
+            version=note.version, new_title=criteria.title,
         )  # fmt: skip
         await submit(connection, job, request, note_id)
         return accepted(job)
@@ -124,17 +134,40 @@ async def copy_note(
     return await call.respond(payload, create)
 
 
+NO_FILTER = (
+    'A bulk archive needs a filter (`tag` and/or `not_updated_for_days`), or `"all": true` '
+    "to archive every unarchived note; not both."
+)
+
+
 @router.post("/notes:bulk-archive", status_code=202, response_model=JobAccepted, responses=PROBLEMS)
 async def bulk_archive(
-    call: IdempotentDep, payload: Annotated[BulkArchiveCreate | None, Body()] = None
+    call: IdempotentDep,
+    settings: SettingsDep,
+    payload: Annotated[BulkArchiveCreate | None, Body()] = None,
 ) -> JSONResponse:
-    """Archive every matching unarchived note (tag, not updated for N days) as one parent job."""
-    criteria = payload or BulkArchiveCreate()
+    """Archive the unarchived notes the filter (or `all`) matches, as one parent job.
+
+    At most `BULK_ARCHIVE_MAX_ITEMS` notes (more → 422); notes in a bulk job still running are
+    left out.
+    """
+    if payload is None or payload.all == payload.has_filter():
+        raise Problem(422, NO_FILTER)
+    criteria, cap = payload, settings.bulk_archive_max_items
+    match = BulkFilter(tag=criteria.tag, not_updated_for_days=criteria.not_updated_for_days)
 
     async def create(connection: AsyncConnection) -> Outcome:
+        await lock_owner(connection, call.owner)  # the count holds until the chunks are written
+        if await count_matching(connection, call.owner, match, up_to=cap + 1) > cap:
+            raise Problem(
+                422, f"The request matches more than {cap:,} notes, the most one bulk archive "
+                "takes (BULK_ARCHIVE_MAX_ITEMS); narrow the filter (tag, not_updated_for_days).",
+                title="Too many notes", max_items=cap,
+            )  # fmt: skip
         job = await create_bulk_archive(
-            connection, call.owner, criteria.tag, criteria.not_updated_for_days
-        )
+            connection, call.owner, match, job_id=uuid4(), priority=criteria.priority,
+            max_items=cap,
+        )  # fmt: skip
         return accepted(job)
 
     return await call.respond(payload, create)

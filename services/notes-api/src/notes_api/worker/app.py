@@ -36,10 +36,11 @@ async def run(stop: asyncio.Event) -> int:
         engine, redis, keys, stale_after=timedelta(seconds=settings.job_stale_after_seconds),
         registry=telemetry.registry,
     )  # fmt: skip
+    store = WorkerStore(engine, bulk_archive_max_items=settings.bulk_archive_max_items)
     try:
         return await run_worker(
             settings, stop, routes=router.routes, redis=redis, telemetry=telemetry,
-            dependencies={"store": WorkerStore(engine)},
+            dependencies={"store": store},
             checks={"postgresql": database_check(engine), "redis": redis_check(redis)},
             facts={"outbox_durability": relay.durability_in_force},
             background=[

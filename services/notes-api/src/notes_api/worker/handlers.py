@@ -139,10 +139,12 @@ async def record_job_status(event: JobLifecycle, store: WorkerStore) -> None:
 
 @router.event(AutoArchiveRequested, stream=COMMANDS_AUTO_ARCHIVE)
 async def auto_archive_notes(event: AutoArchiveRequested, store: WorkerStore) -> None:
-    """Create a bulk archive parent job per owner with matching notes (the HTTP route's path).
+    """Create bulk archive parent jobs per owner with matching notes (the HTTP route's path).
 
-    The cutoff counts from the tick's time; parent ids derive from the tick's event id and the
-    owner, and the inbox absorbs the same tick from every scheduler replica.
+    An owner's run is split into parents of at most BULK_ARCHIVE_MAX_ITEMS notes (no cap is
+    refused here, unlike the HTTP route). The cutoff counts from the tick's time; the first
+    parent's id derives from the tick's event id and the owner, the others from the first, and
+    the inbox absorbs the same tick from every scheduler replica.
     """
     days, now = event.not_updated_for_days, event.tick_at
     async with store.command_transaction(event) as tx:
@@ -153,12 +155,11 @@ async def auto_archive_notes(event: AutoArchiveRequested, store: WorkerStore) ->
         else:
             owners = await tx.owners_with_notes_to_archive(event.tag, days, now)
         created = 0
-        for owner in owners:
-            items = await tx.notes_to_archive(owner, event.tag, days, now)
-            if not items:
-                continue  # no empty parents from a tick
-            await tx.create_bulk_archive(owner, items, job_id=uuid5(event.event_id, owner))
-            created += 1
+        for owner in owners:  # no empty parents from a tick
+            first_job_id = uuid5(event.event_id, owner)
+            created += await tx.create_bulk_archives(
+                owner, event.tag, days, now, first_job_id=first_job_id
+            )
     _log.info("auto_archive.done", schedule=event.schedule, owners=len(owners), jobs=created)
 
 

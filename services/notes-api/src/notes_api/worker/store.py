@@ -17,7 +17,7 @@ them as failed, so the parent completes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -31,7 +31,6 @@ from sqlmodel import col, select
 from contracts import (
     JOBS_LIFECYCLE,
     TERMINAL_STATUSES,
-    ChunkItem,
     Event,
     JobCompleted,
     JobProgress,
@@ -42,11 +41,12 @@ from contracts import (
     bulk_child_job_id,
     utc_now,
 )
-from notes_api.bulk import create_parent, matching_owners, resolve_items
+from notes_api.bulk import create_bulk_archive_parts
+from notes_api.bulk_selection import BulkFilter, matching_owners
 from notes_api.idempotency import purge_expired
 from notes_api.jobs import moves_forward
 from notes_api.models import BulkChunk, Job, Note
-from notes_api.settings import SCHEMA
+from notes_api.settings import SCHEMA, NotesApiSettings
 from servicekit import HandlerTransaction, get_logger, handler_transaction
 
 GROUP = str(Service.NOTES_API_WORKER)
@@ -62,6 +62,7 @@ _BUCKET = {
     JobStatus.CANCELLED: "failed",
 }
 _TERMINAL = [str(s) for s in TERMINAL_STATUSES]
+_BULK_ARCHIVE_MAX_ITEMS: int = NotesApiSettings.model_fields["bulk_archive_max_items"].default
 _log = get_logger("notes_api.worker")
 
 
@@ -117,15 +118,15 @@ class WorkerTransaction:
 
         None if the parent is unknown (purged, or not a job of ours).
         """
-        parent_owner = await self._parent_owner(parent_id)
-        if parent_owner is None:
+        parent = await self._parent(parent_id)
+        if parent is None:
             return None
         now = utc_now()
         await self._connection.execute(
             insert(Job)
             .values(
                 id=job_id,
-                owner_id=owner_id or parent_owner,
+                owner_id=owner_id or parent.owner_id,
                 type=str(JobType.ARCHIVE),
                 status=str(JobStatus.ACCEPTED),
                 parent_id=parent_id,
@@ -133,6 +134,7 @@ class WorkerTransaction:
                 attempts=[],
                 created_at=now,
                 updated_at=now,
+                priority=parent.priority,  # children run at their parent's priority
             )
             .on_conflict_do_nothing(index_elements=["id"])
         )
@@ -182,8 +184,8 @@ class WorkerTransaction:
         ).first()
         if chunk is None or chunk.lost_at is not None:
             return 0  # not a chunk of ours, or already counted
-        owner = await self._parent_owner(parent_id)
-        if owner is None:
+        parent = await self._parent(parent_id)
+        if parent is None:
             return 0
         await self._connection.execute(
             update(BulkChunk).where(col(BulkChunk.id) == chunk_id).values(lost_at=func.now())
@@ -199,8 +201,9 @@ class WorkerTransaction:
         )
         failed = len(moved.all())
         new_child = {
-            "owner_id": owner, "type": str(JobType.ARCHIVE), "parent_id": parent_id,
-            "attempt": 0, "attempts": [], "created_at": values["updated_at"], **values,
+            "owner_id": parent.owner_id, "type": str(JobType.ARCHIVE), "parent_id": parent_id,
+            "attempt": 0, "attempts": [], "created_at": values["updated_at"],
+            "priority": parent.priority, **values,
         }  # fmt: skip
         rows = [{"id": child_id, **new_child} for child_id in child_ids]
         inserted = await self._connection.execute(
@@ -216,11 +219,13 @@ class WorkerTransaction:
             await self._count_children(parent_id, {"failed": failed})
         return failed
 
-    async def _parent_owner(self, parent_id: UUID) -> str | None:
-        owner: str | None = await self._connection.scalar(
-            select(Job.owner_id).where(col(Job.id) == parent_id)
-        )
-        return owner
+    async def _parent(self, parent_id: UUID) -> Any:
+        """The parent's owner and priority (a row), or None if there is no such job."""
+        return (
+            await self._connection.execute(
+                select(Job.owner_id, Job.priority).where(col(Job.id) == parent_id)
+            )
+        ).first()
 
     async def _count_children(self, parent_id: UUID, counts: dict[str, int]) -> None:
         """Add ``counts`` (bucket → children) to the parent; emit its progress, and completion."""
@@ -268,8 +273,9 @@ class CommandTransaction:
     and a request resolve a filter alike.
     """
 
-    def __init__(self, tx: HandlerTransaction) -> None:
+    def __init__(self, tx: HandlerTransaction, *, bulk_archive_max_items: int) -> None:
         self._connection = tx.connection
+        self._items_per_parent = bulk_archive_max_items
         self.already_processed = tx.already_processed
         """True when the worker's group already handled this command: do nothing and return."""
 
@@ -277,19 +283,27 @@ class CommandTransaction:
         self, tag: str | None, not_updated_for_days: int | None, now: datetime
     ) -> list[str]:
         """Owners with at least one unarchived note the filter matches (cutoff from ``now``)."""
-        return await matching_owners(self._connection, tag, not_updated_for_days, now)
+        return await matching_owners(self._connection, BulkFilter(tag, not_updated_for_days, now))
 
-    async def notes_to_archive(
-        self, owner: str, tag: str | None, not_updated_for_days: int | None, now: datetime
-    ) -> list[ChunkItem]:
-        """The owner's unarchived notes the filter matches, as `(note_id, version)`."""
-        return await resolve_items(self._connection, owner, tag, not_updated_for_days, now=now)
+    async def create_bulk_archives(
+        self,
+        owner: str,
+        tag: str | None,
+        not_updated_for_days: int | None,
+        now: datetime,
+        *,
+        first_job_id: UUID,
+    ) -> int:
+        """Archive the owner's matching notes as bulk parents; return how many (0: none matched).
 
-    async def create_bulk_archive(
-        self, owner: str, items: Sequence[ChunkItem], *, job_id: UUID
-    ) -> None:
-        """Write a bulk archive parent job and its chunks (the HTTP route's path, `bulk.py`)."""
-        await create_parent(self._connection, owner, items, job_id=job_id)
+        Each parent holds at most BULK_ARCHIVE_MAX_ITEMS notes (the HTTP route's path, `bulk.py`).
+        """
+        match = BulkFilter(tag, not_updated_for_days, now)
+        parents = await create_bulk_archive_parts(
+            self._connection, owner, match, first_id=first_job_id,
+            items_per_parent=self._items_per_parent,
+        )  # fmt: skip
+        return len(parents)
 
     async def purge_expired_idempotency_keys(self, older_than: datetime) -> int:
         """Delete idempotency records that expired and were created before ``older_than``."""
@@ -299,8 +313,11 @@ class CommandTransaction:
 class WorkerStore:
     """Opens the worker's transactions on schema `notes`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, bulk_archive_max_items: int = _BULK_ARCHIVE_MAX_ITEMS
+    ) -> None:
         self._engine = engine
+        self._bulk_archive_max_items = bulk_archive_max_items
 
     @asynccontextmanager
     async def transaction(self, event: Event | None) -> AsyncIterator[WorkerTransaction]:
@@ -327,4 +344,4 @@ class WorkerStore:
         ``already_processed``.
         """
         async with handler_transaction(self._engine, schema=SCHEMA, group=GROUP, event=event) as tx:
-            yield CommandTransaction(tx)
+            yield CommandTransaction(tx, bulk_archive_max_items=self._bulk_archive_max_items)
