@@ -5,9 +5,11 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from servicekit.pool_metrics import TimedQueuePool, instrument_pool
 from servicekit.settings import ServiceSettings, asyncpg_url
 
 __all__ = ["create_database_engine", "create_redis", "redis_ssl_context"]
@@ -43,6 +45,7 @@ def create_database_engine(
     pre_ping: bool = True,
     pool_size: int = 5,
     max_overflow: int = 10,
+    registry: CollectorRegistry | None = None,
 ) -> AsyncEngine:
     """Create an asyncpg-backed SQLAlchemy engine that fails fast when PostgreSQL is down.
 
@@ -57,12 +60,19 @@ def create_database_engine(
     ``pool_size`` connections stay open; up to ``max_overflow`` more are opened for a burst and
     closed when returned. Opening one costs tens of milliseconds (TLS probe, authentication, the
     driver's type introspection), so size the pool for the usual concurrency, not the mean.
+
+    With ``registry``, the pool's occupancy, churn and checkout waits are exported on it
+    (:mod:`servicekit.pool_metrics`).
     """
-    return create_async_engine(
+    engine = create_async_engine(
         asyncpg_url(settings.require_database_url()),
         pool_pre_ping=pre_ping,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
         connect_args={"timeout": pool_timeout, "command_timeout": 30},
+        **({"poolclass": TimedQueuePool} if registry is not None else {}),
     )
+    if registry is not None:
+        instrument_pool(engine, registry)
+    return engine

@@ -65,6 +65,7 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
             pre_ping=False,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_pool_size,
+            registry=telemetry.registry,
         )
         trace_sql(engine, telemetry)
         app.state.settings = settings
