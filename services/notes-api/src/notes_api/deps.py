@@ -44,14 +44,19 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 """For a write outside Idempotency-Key: `async with engine.begin() as connection` (the connection
 goes back to the pool at commit, before the response is sent)."""
 ReaderDep = Annotated[AsyncConnection, Depends(get_reader)]
-"""A connection in autocommit, shared by auth and the route: for single-statement reads."""
+"""A connection in autocommit for the route's single-statement reads."""
 
 
 async def get_owner(
-    reader: ReaderDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
-    owner = await owner_for_key(reader, credentials.credentials) if credentials else None
+    # A connection of its own, returned before the route's work: a POST that kept it while its
+    # transaction waits for a second one starves the pool in a burst (503s; issue 12's tail).
+    owner = None
+    if credentials:
+        async with request.app.state.readers.connect() as reader:
+            owner = await owner_for_key(reader, credentials.credentials)
     if owner is None:
         error = "invalid_token" if credentials else "invalid_request"
         raise Problem(
