@@ -5,8 +5,9 @@ and what the server was doing meanwhile says why. While a run is recorded, :clas
 collects, aligned on the run's start:
 
 - at the end of each second, the API's ``/metrics`` on its ops port (pool occupancy and overflow,
-  connections opened and closed, checkout waits; :mod:`servicekit.pool_metrics`), and the CPU
-  time of the API and worker processes from ``/proc``;
+  connections opened and closed, checkout waits; :mod:`servicekit.pool_metrics`), the CPU time
+  of the API and worker processes from ``/proc``, and how long their event loop was runnable but
+  waiting for a CPU (``/proc/<pid>/schedstat``: other work on the machine taking the cores);
 - every 50 ms, PostgreSQL's ``pg_stat_activity`` for the bench database: how many backends are
   active and what they wait on (``IO:WALSync`` or ``LWLock:WALWrite`` would be commit flushes
   queueing, ``Lock:*`` row or relation locks).
@@ -52,7 +53,8 @@ class Second:
     in_flight_peak: int
     server: dict[str, float] = field(default_factory=dict)
     """Pool gauges at the second's end; opens/closes/checkouts and slow checkouts in the second;
-    CPU share of the API and worker processes (1.0 = one core)."""
+    CPU share of the API and worker processes (1.0 = one core), and the share of the second their
+    main thread waited, runnable, for a CPU (``runq_*``)."""
     pg_active: float | None = None
     """Mean number of active backends of the bench database (sampled every 50 ms)."""
     pg_waits: dict[str, int] = field(default_factory=dict)
@@ -82,6 +84,15 @@ def _cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+
+
+def _runnable_wait_seconds(pid: int) -> float | None:
+    """Time the process's main thread (the event loop) was ready to run but not given a CPU."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as schedstat:
+            return int(schedstat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class Sampler:
@@ -115,13 +126,16 @@ class Sampler:
             while not self._stop.is_set():
                 values: dict[str, float] = {}
                 if self.ops_port is not None:
-                    with contextlib.suppress(httpx.HTTPError):
+                    # A missed or unreadable scrape leaves a gap in the series, not a failed run.
+                    with contextlib.suppress(httpx.HTTPError, ValueError):
                         reply = await http.get(f"http://127.0.0.1:{self.ops_port}/metrics")
                         values = _scrape_values(reply.text)
                 for name, pid in self.pids.items():
-                    cpu = _cpu_seconds(pid)
+                    cpu, waiting = _cpu_seconds(pid), _runnable_wait_seconds(pid)
                     if cpu is not None:
                         values[f"cpu_{name}"] = cpu
+                    if waiting is not None:
+                        values[f"runq_{name}"] = waiting
                 self.scrapes.append((time.perf_counter(), values))
                 tick += 1
                 with contextlib.suppress(TimeoutError):
@@ -158,7 +172,7 @@ def _server_second(
         figures["checkouts"] = checkouts
         figures["slow_checkouts"] = checkouts - fast
     for name in after:
-        if name.startswith("cpu_") and name in before and span > 0:
+        if name.startswith(("cpu_", "runq_")) and name in before and span > 0:
             figures[name] = round((after[name] - before[name]) / span, 3)
     return figures
 
@@ -260,6 +274,9 @@ def describe(second: Second) -> str:
         cpu = " ".join(f"{k[4:]} {v:.0%}" for k, v in server.items() if k.startswith("cpu_"))
         if cpu:
             parts.append(f"cpu {cpu}")
+        runq = " ".join(f"{k[5:]} {v:.0%}" for k, v in server.items() if k.startswith("runq_"))
+        if runq:
+            parts.append(f"waiting for a CPU {runq}")
     if second.pg_waits:
         waits = ", ".join(f"{k} {v}" for k, v in second.pg_waits.items())
         parts.append(f"pg active {second.pg_active} ({waits})")
