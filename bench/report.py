@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(".bench/results.json")
 
@@ -17,11 +18,21 @@ class Row:
     unit: str
     baseline: float | None = None
     ratio: float | None = None
+    detail: dict[str, Any] | None = None
+    """What stands behind the figure (runs, per-second series, search steps); not printed."""
 
     @classmethod
-    def against(cls, name: str, value: float, unit: str, baseline: float | None) -> Row:
+    def against(
+        cls,
+        name: str,
+        value: float,
+        unit: str,
+        baseline: float | None,
+        *,
+        detail: dict[str, Any] | None = None,
+    ) -> Row:
         ratio = value / baseline if baseline else None
-        return cls(name, value, unit, baseline, ratio)
+        return cls(name, value, unit, baseline, ratio, detail)
 
 
 @dataclass

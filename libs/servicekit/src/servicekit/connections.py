@@ -5,9 +5,11 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from servicekit.pool_metrics import TimedQueuePool, instrument_pool
 from servicekit.settings import ServiceSettings, asyncpg_url
 
 __all__ = ["create_database_engine", "create_redis", "redis_ssl_context"]
@@ -43,6 +45,7 @@ def create_database_engine(
     pre_ping: bool = True,
     pool_size: int = 5,
     max_overflow: int = 10,
+    registry: CollectorRegistry | None = None,
 ) -> AsyncEngine:
     """Create an asyncpg-backed SQLAlchemy engine that fails fast when PostgreSQL is down.
 
@@ -60,8 +63,10 @@ def create_database_engine(
 
     Statement parameters are kept out of exception messages (``hide_parameters``): they hold
     what clients sent and what the database stores, and an exception's text reaches the logs.
+    With ``registry``, the pool's occupancy, churn and checkout waits are exported on it
+    (:mod:`servicekit.pool_metrics`).
     """
-    return create_async_engine(
+    engine = create_async_engine(
         asyncpg_url(settings.require_database_url()),
         pool_pre_ping=pre_ping,
         pool_size=pool_size,
@@ -69,4 +74,8 @@ def create_database_engine(
         pool_timeout=pool_timeout,
         hide_parameters=True,
         connect_args={"timeout": pool_timeout, "command_timeout": 30},
+        **({"poolclass": TimedQueuePool} if registry is not None else {}),
     )
+    if registry is not None:
+        instrument_pool(engine, registry)
+    return engine

@@ -82,12 +82,15 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # No pre-ping: it is three round trips per checkout; a dropped connection fails one
         # request with 503 (Retry-After) and invalidates the rest of the pool instead.
+        # No overflow: connections opened in a burst and closed as they return cost tens of ms
+        # each in the burst; a burst wider than the pool waits for one instead (pool_timeout).
         engine = create_database_engine(
             settings,
             pool_timeout=settings.database_timeout_seconds,
             pre_ping=False,
             pool_size=settings.database_pool_size,
-            max_overflow=settings.database_pool_size,
+            max_overflow=0,
+            registry=telemetry.registry,
         )
         trace_sql(engine, telemetry)
         app.state.settings = settings

@@ -76,11 +76,14 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 """For a write outside Idempotency-Key: `async with engine.begin() as connection` (the connection
 goes back to the pool at commit, before the response is sent)."""
 ReaderDep = Annotated[AsyncConnection, Depends(get_reader)]
-"""A connection in autocommit, shared by auth and the route: for single-statement reads."""
+"""A connection in autocommit for the route's single-statement reads."""
 
 
-async def get_owner(reader: ReaderDep, key: ApiKeyDep) -> str:
-    owner = await owner_for_key(reader, key)
+async def get_owner(request: Request, key: ApiKeyDep) -> str:
+    # A connection of its own, returned before the route's work: a POST that kept it while its
+    # transaction waits for a second one starves the pool in a burst (503s; issue 12's tail).
+    async with request.app.state.readers.connect() as reader:
+        owner = await owner_for_key(reader, key)
     if owner is None:
         raise _unauthorized(had_credentials=True)
     return owner

@@ -25,7 +25,7 @@ class NotesApiSettings(ServiceSettings):
     retry_after_seconds: int = Field(default=2, ge=1)
     database_timeout_seconds: float = Field(default=2.0, gt=0)
     database_pool_size: int = Field(default=20, ge=1)
-    """Connections kept open by each serve process (a burst opens up to as many again)."""
+    """Connections each serve process opens at most and keeps open (a wider burst waits for one)."""
     # rate limits (issue 12)
     rate_limits_enabled: bool = True
     """Per-key token buckets in Redis (docs/api.md, "Rate limits")."""
