@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import gc
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,11 @@ def serve(settings: NotesApiSettings) -> int:
     """Serve HTTP until SIGTERM/SIGINT, then drain in-flight requests and exit 0."""
     telemetry = setup_telemetry(settings)
     server = build_server(create_app(settings, telemetry), settings, telemetry.registry)
+    # Everything imported and built so far lives as long as the process: frozen, a full
+    # collection no longer walks it. Full collections were the event loop's longest stalls
+    # (140-865 ms while a 50,000-note bulk archive allocated; 39 ms with the freeze).
+    gc.collect()
+    gc.freeze()
 
     async def main(stop: asyncio.Event) -> int:
         # Our own signal handling, not uvicorn's: uvicorn re-raises the signal after a graceful
