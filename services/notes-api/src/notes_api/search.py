@@ -5,14 +5,28 @@ Served by `ILIKE` with `%`, `_` and `\\` escaped, from the two pg_trgm GIN index
 holding a trigram: pg_trgm takes them from runs of letters and digits, so a `q` without three of
 them in a row would scan every note. Such a `q` is refused (422) instead: `MIN_QUERY_CHARS`.
 
-The page is newest first, which no trigram index can give; PostgreSQL chooses between collecting
-every match through the trigram indexes and sorting them (cheap when they are few) and walking
-the owner's notes newest first until a page has matched (cheap when they are many), from its
-estimate of how many match. For short terms that estimate is a fixed guess (0.8% of the notes for
-four characters), so a four-letter word in 0.3% of 100k notes has it walk about 7,000 notes
-(docs/api.md gives the measured figures). Collecting a bounded number of matches first, to
-choose by the true count, was tried and measured: it cut that tail but cost every common term
-the collection (a term in 30% of notes went from 2 to 48 ms), so the planner decides.
+The page is newest first, which no trigram index can give. Left to choose, PostgreSQL either
+collected every match through the indexes and sorted them or walked the owner's notes newest
+first until a page matched, from an estimate that is a guess (bodies over 1 KB get no column
+statistics): 0.3-2 s when it guessed wrong. `newest_matches` makes every plan bounded instead:
+
+1. recheck the newest `WINDOW` notes of the listing (after the cursor, with its filters) and keep
+   the matches, and that window's last note; if they fill the page, that is the page (a common
+   term: a few ms);
+2. otherwise the term is rare in that window: the rest of the page is read from the trigram
+   indexes' matches older than the window's last note, newest first. The matches are collected
+   by themselves (`ARRAY(SELECT ctid ... WHERE q)`, every owner's: the only condition there is
+   the term's), index walks and sequential scans turned off for that statement, and the
+   listing's conditions filter them by TID: only the term's own candidates are rechecked.
+
+A term spread over the notes and too rare for phase 1 (under 21 of 1,000 for a page of 20) has
+under ~2% of the notes to recheck in phase 2; the window, 1,000, about balances the two phases'
+costs for a page of 20 over 100k notes (sqrt(21 x 100k) is ~1,450; 1,000 favours the common
+terms). A page of 100 sends terms under 10% of the window to phase 2, which costs as many
+rechecks. The cost left unbounded is a term common in old notes but rare in the newest window
+(or after the cursor), or common in other owners' notes: phase 2 rechecks all of its matches
+older than the window, of every owner, about 10-15 us each (docs/api.md gives the figures
+measured by `python -m bench.search`).
 """
 
 import re
