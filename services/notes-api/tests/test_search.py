@@ -1,13 +1,17 @@
 """`q` on the notes list: a literal, case-insensitive substring served from trigram indexes."""
 
+from typing import Any
+
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 
 from notes_api.models import Note
-from notes_api.search import MIN_QUERY_CHARS, matching
+from notes_api.search import MIN_QUERY_CHARS, newest_matches
+from notes_api.settings import NotesApiSettings
+from servicekit import create_database_engine
 
 from .conftest import create_note
 
@@ -33,30 +37,117 @@ async def test_q_matches_title_or_body_case_insensitively_as_a_substring(
     assert [n["id"] for n in found["items"]] == [in_body["id"], in_title["id"]]
 
 
-async def test_the_q_statement_is_served_from_the_trigram_indexes(
-    engine_direct: AsyncEngine,
-) -> None:
-    # Enough rows (and statistics) that the planner picks its plan as it would in production.
+# 3,000 notes of alice, note i created i seconds ago (i = 1 is the newest): more than one
+# window, so terms meet both phases. Each term's notes, by i:
+#   common  every 3rd             (the window holds a page: phase 1 only)
+#   rare    every 97th, and 999-1001 (straddles the window's edge: phase 1 then phase 2)
+#   ancient every 5th past 2,000  (none in the window: phase 2 alone, many candidates)
+#   absent  none
+# Tags and archiving cut across them: tag "even" on even i, archived when i % 7 == 0. Bob has
+# notes with every term, which alice must never see.
+_DATASET = """
+INSERT INTO notes.notes (id, owner_id, title, body, tags, version, created_at, updated_at,
+                         archived_at)
+SELECT gen_random_uuid(), owner, 'note ' || i || CASE WHEN i > 2000 AND i % 5 = 0
+           THEN ' AncientTerm' ELSE '' END,
+       repeat('filler text ', 20)
+           || CASE WHEN i % 3 = 0 THEN ' the COMMONword ' ELSE '' END
+           || CASE WHEN i % 97 = 0 OR i BETWEEN 999 AND 1001 THEN ' a rareword! ' ELSE '' END,
+       CASE WHEN i % 2 = 0 THEN ARRAY['even'] ELSE '{}' END, 1,
+       now() - i * interval '1 second', now(),
+       CASE WHEN i % 7 = 0 THEN now() END
+FROM generate_series(1, 3000) AS i, unnest(ARRAY['alice', 'bob']) AS owner
+"""
+_FILTERS: list[dict[str, str]] = [
+    {}, {"tag": "even"}, {"archived": "true"}, {"archived": "false"},
+    {"tag": "even", "archived": "false"},
+]  # fmt: skip
+
+
+async def _reference(engine: AsyncEngine, q: str, filters: dict[str, str]) -> list[str]:
+    """The ids a plain ILIKE over every note of alice finds, newest first."""
+    where = ["owner_id = 'alice'", "(title ILIKE :p OR body ILIKE :p)"]
+    if "tag" in filters:
+        where.append("tags @> ARRAY[:tag]")
+    if "archived" in filters:
+        where.append(f"archived_at IS {'NOT ' if filters['archived'] == 'true' else ''}NULL")
+    order = "ORDER BY created_at DESC, id DESC"
+    sql = f"SELECT id FROM notes.notes WHERE {' AND '.join(where)} {order}"
+    async with engine.connect() as connection:
+        rows = await connection.execute(text(sql), {"p": f"%{q}%", "tag": filters.get("tag")})
+    return [str(row.id) for row in rows]
+
+
+async def _every_page(
+    client: httpx.AsyncClient, headers: dict[str, str], params: dict[str, str]
+) -> list[str]:
+    ids: list[str] = []
+    cursor = None
+    while True:
+        page_params = params if cursor is None else {**params, "cursor": cursor}
+        response = await client.get("/v1/notes", params=page_params, headers=headers)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        ids += [note["id"] for note in page["items"]]
+        if (cursor := page["next_cursor"]) is None:
+            return ids
+
+
+@pytest.fixture
+async def searchable(engine_direct: AsyncEngine) -> AsyncEngine:
     async with engine_direct.begin() as connection:
-        await connection.execute(
-            text(
-                "INSERT INTO notes.notes (id, owner_id, title, body, tags, version, created_at,"
-                " updated_at) SELECT gen_random_uuid(), 'owner-' || (i % 2), 'title ' || i,"
-                " repeat(md5(i::text), 8), '{}', 1, now() - i * interval '1 second', now()"
-                " FROM generate_series(1, 20000) AS i"
-            )
-        )
+        await connection.execute(text(_DATASET))
         await connection.execute(text("ANALYZE notes.notes"))
-    statement = (
-        select(Note)
-        .where(Note.owner_id == "owner-1", matching("xyzzyplugh"))
-        .order_by(Note.created_at.desc(), Note.id.desc())  # type: ignore[attr-defined]
-        .limit(21)
-    )
-    async with engine_direct.connect() as connection:
-        await connection.execute(text("SET enable_seqscan = off"))
-        sql = statement.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
-        plan = "\n".join(row[0] for row in await connection.execute(text(f"EXPLAIN {sql}")))
-    assert "ix_notes_title_trgm" in plan, plan
-    assert "ix_notes_body_trgm" in plan, plan
-    assert "Seq Scan" not in plan, plan
+    return engine_direct
+
+
+@pytest.mark.parametrize(
+    ("q", "limit"),
+    [("commonWORD", "100"), ("rareword", "7"), ("RAREWORD!", "20"), ("ancientterm", "50"),
+     ("absent", "20")],
+)  # fmt: skip
+async def test_every_page_of_q_equals_a_plain_ilike_whatever_the_phase_and_filters(
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+    searchable: AsyncEngine,
+    q: str,
+    limit: str,
+) -> None:
+    for filters in _FILTERS:
+        expected = await _reference(searchable, q, filters)
+        found = await _every_page(client, alice, {"q": q, "limit": limit, **filters})
+        assert found == expected, filters
+
+
+async def test_q_older_than_the_window_is_read_through_the_trigram_indexes(
+    searchable: AsyncEngine, settings: NotesApiSettings
+) -> None:
+    executed: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        executed.append((statement, parameters))
+
+    engine = create_database_engine(settings).execution_options(isolation_level="AUTOCOMMIT")
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        async with engine.connect() as connection:
+            statement = select(Note).where(Note.owner_id == "alice")
+            rows = await newest_matches("ancientterm")(connection, statement, 21)
+            assert connection.sync_connection is not None
+            level = connection.sync_connection.get_execution_options()["isolation_level"]
+    finally:
+        await engine.dispose()
+    assert len(rows) == 21
+    assert all("AncientTerm" in row.title for row in rows)
+    assert level == "AUTOCOMMIT"  # the reader's level is restored after phase 2
+    settings_at = next(i for i, (sql, _) in enumerate(executed) if "set_config" in sql)
+    phase_2, parameters = executed[settings_at + 1]
+    async with searchable.begin() as connection:
+        await connection.exec_driver_sql(executed[settings_at][0])
+        plan = await connection.exec_driver_sql(f"EXPLAIN {phase_2}", parameters)
+        lines = "\n".join(row[0] for row in plan)
+    assert "ix_notes_title_trgm" in lines, lines
+    assert "ix_notes_body_trgm" in lines, lines
+    assert "Tid Scan on notes" in lines, lines  # the owner's notes are not walked or rechecked
+    assert "Seq Scan" not in lines, lines
+    assert "ix_notes_owner_created" not in lines, lines

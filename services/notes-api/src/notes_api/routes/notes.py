@@ -31,7 +31,7 @@ from notes_api.models import Note, NoteCreate, NotePage, NotePublic, NoteUpdate,
 from notes_api.notes import owned_note, public, read_note, snapshot
 from notes_api.outbox import PRODUCER, emit
 from notes_api.pagination import read_page
-from notes_api.search import SEARCH_RULE, matching, require_indexable
+from notes_api.search import SEARCH_RULE, newest_matches, require_indexable
 
 router = APIRouter(prefix="/v1", tags=["notes"])
 
@@ -118,10 +118,10 @@ async def list_notes(
         statement = statement.where(archived_at.is_not(None) if archived else archived_at.is_(None))
     if q is not None:
         require_indexable(q)
-        statement = statement.where(matching(q))
     page, next_cursor = await read_page(
         connection, statement, Note, cursor=cursor, limit=limit, cursors=cursors,
         size=note_bytes, max_bytes=settings.list_page_max_bytes,
+        fetch=None if q is None else newest_matches(q),
     )  # fmt: skip
     return NotePage(items=[public(n) for n in page], next_cursor=next_cursor)
 
