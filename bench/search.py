@@ -45,23 +45,20 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 
 from bench.common import env_int, median, percentile
-from bench.http_api import (
+from bench.http_api import CONNECTIONS, Say, _merge
+from bench.http_client import LoadClient, Reply
+from bench.http_load import Load, paced
+from bench.http_servers import (
     ADMIN_URL,
-    Load,
-    Say,
     _admin,
     _cli,
-    _client,
     _env,
     _free_port,
-    _merge,
     _spawn,
     _stop,
     _wait_for,
     _with_database,
-    paced,
 )
-from bench.http_client import LoadClient, Reply
 from bench.report import Row, Target, table, targets_text
 from notes_api.models import Note
 from notes_api.search import WINDOW, matching, newest_matches
@@ -232,7 +229,8 @@ async def _paced_per_term(
     port: int, key: str, terms: list[Term], rate: float, seconds: float
 ) -> Load:
     """Each term paced on its own; then the baseline, GET by id, at the same rate."""
-    async with _client(port, {"Authorization": f"Bearer {key}"}) as client:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with LoadClient("127.0.0.1", port, connections=CONNECTIONS, headers=headers) as client:
         first = (await client.get("/v1/notes?limit=100")).json()["items"]
         ids = [note["id"] for note in first]
         for term in terms:
@@ -241,14 +239,14 @@ async def _paced_per_term(
             async def search(client: LoadClient, i: int, path: str = path) -> Reply:
                 return await client.get(path)
 
-            await paced(client, search, rate, 1.0, record=False)  # warm the statement cache
-            term.load = await paced(client, search, rate, seconds, record=True)
+            await paced(client, search, rate, 1.0)  # warm the statement cache
+            term.load = await paced(client, search, rate, seconds)
 
         async def by_id(client: LoadClient, i: int) -> Reply:
             return await client.get(f"/v1/notes/{ids[i % len(ids)]}")
 
-        await paced(client, by_id, rate, 1.0, record=False)
-        return await paced(client, by_id, rate, seconds, record=True)
+        await paced(client, by_id, rate, 1.0)
+        return await paced(client, by_id, rate, seconds)
 
 
 async def run(say: Say) -> tuple[list[Row], list[Target]]:
