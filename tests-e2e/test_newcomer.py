@@ -13,11 +13,14 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -94,10 +97,22 @@ class _Output:
         return "\n".join(self.lines)
 
 
-def test_clone_make_run_paste_the_printed_lines_and_make_test(tmp_path: Path) -> None:
-    clone = tmp_path / "notes-platform"
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """Where a person clones: not under pytest's base temporary directory, which the clone's own
+    `make test` (pytest again) sets back to mode 0700 as it starts, so that the embedded
+    PostgreSQL's unprivileged user could no longer reach its own files in the clone (its
+    extensions: "extension pg_trgm is not available")."""
+    path = Path(tempfile.mkdtemp(prefix="newcomer-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_clone_make_run_paste_the_printed_lines_and_make_test(home: Path) -> None:
+    clone = home / "notes-platform"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    env = _newcomer_environment(tmp_path)
+    env = _newcomer_environment(home)
 
     run = subprocess.Popen(
         ["make", "run"],
