@@ -92,7 +92,7 @@ async def _measure(
         warmup = float(os.environ.get("BENCH_HTTP_WARMUP_SECONDS", "3"))
         await paced(client, server.request, rate, warmup)
         sampler = http_series.Sampler(
-            ops_port=server.ops_port,
+            ops_ports=server.ops_ports,
             pids=server.pids,
             admin_url=http_servers.ADMIN_URL,
             database=database,

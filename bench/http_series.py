@@ -99,9 +99,14 @@ class Sampler:
     """Samples the server side of a run each second (ops port, /proc) and PostgreSQL every 50 ms."""
 
     def __init__(
-        self, *, ops_port: int | None, pids: dict[str, int], admin_url: str, database: str
+        self,
+        *,
+        ops_ports: tuple[int, ...],
+        pids: dict[str, tuple[int, ...]],
+        admin_url: str,
+        database: str,
     ) -> None:
-        self.ops_port, self.pids = ops_port, pids
+        self.ops_ports, self.pids = ops_ports, pids
         self.admin_url, self.database = admin_url, database
         self.scrapes: list[tuple[float, dict[str, float]]] = []
         self.pg: list[tuple[float, list[str]]] = []
@@ -125,17 +130,19 @@ class Sampler:
             tick = 0
             while not self._stop.is_set():
                 values: dict[str, float] = {}
-                if self.ops_port is not None:
+                for port in self.ops_ports:  # one per serving process: their figures add up
                     # A missed or unreadable scrape leaves a gap in the series, not a failed run.
                     with contextlib.suppress(httpx.HTTPError, ValueError):
-                        reply = await http.get(f"http://127.0.0.1:{self.ops_port}/metrics")
-                        values = _scrape_values(reply.text)
-                for name, pid in self.pids.items():
-                    cpu, waiting = _cpu_seconds(pid), _runnable_wait_seconds(pid)
-                    if cpu is not None:
-                        values[f"cpu_{name}"] = cpu
-                    if waiting is not None:
-                        values[f"runq_{name}"] = waiting
+                        reply = await http.get(f"http://127.0.0.1:{port}/metrics")
+                        for figure, value in _scrape_values(reply.text).items():
+                            values[figure] = values.get(figure, 0.0) + value
+                for name, pids in self.pids.items():
+                    cpus = [_cpu_seconds(pid) for pid in pids]
+                    waits = [_runnable_wait_seconds(pid) for pid in pids]
+                    if None not in cpus:
+                        values[f"cpu_{name}"] = sum(c for c in cpus if c is not None)
+                    if None not in waits:
+                        values[f"runq_{name}"] = sum(w for w in waits if w is not None)
                 self.scrapes.append((time.perf_counter(), values))
                 tick += 1
                 with contextlib.suppress(TimeoutError):

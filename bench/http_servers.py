@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 
-from bench.common import REDIS_URL
+from bench.common import REDIS_URL, env_int
 from bench.http_client import LoadClient, Reply
 from bench.http_load import Request
 
@@ -140,8 +140,9 @@ class Server:
     """A running server under test: its port, its ops port (notes-api only), and its processes."""
 
     port: int
-    ops_port: int | None
-    pids: dict[str, int]
+    ops_ports: tuple[int, ...]
+    pids: dict[str, tuple[int, ...]]
+    """The processes of each part (the API's servers, not their supervisor)."""
     headers: dict[str, str]
     request: Request
 
@@ -169,24 +170,67 @@ async def _bare_insert(client: LoadClient, i: int) -> Reply:
 
 @contextlib.asynccontextmanager
 async def notes_api(database: Database) -> AsyncIterator[Server]:
-    port, ops, worker_ops = _free_port(), _free_port(), _free_port()
+    """notes-api on ``BENCH_HTTP_PROCESSES`` serving processes (`SERVE_PROCESSES`), its worker."""
+    processes = env_int("BENCH_HTTP_PROCESSES", 2)
+    port, worker_ops = _free_port(), _free_port()
+    ops = _free_ports(processes)
     env = database.env
     server = _spawn(
         [sys.executable, "-m", "notes_api", "serve"],
-        {**env, "HOST": "127.0.0.1", "PORT": str(port), "OPS_PORT": str(ops)},
-    )
+        {**env, "HOST": "127.0.0.1", "PORT": str(port), "OPS_PORT": str(ops[0]),
+         "SERVE_PROCESSES": str(processes)},
+    )  # fmt: skip
     worker = _spawn(
         [sys.executable, "-m", "notes_api.worker"],
         {**env, "OPS_PORT": str(worker_ops), "CONSUMER_NAME": "bench-worker"},
     )
     try:
         await _wait_for(server, port)
+        await _wait_ready(ops)
         headers = {"Authorization": f"Bearer {database.key}"}
-        pids = {"api": server.pid, "worker": worker.pid}
+        api = _children(server.pid) if processes > 1 else (server.pid,)
+        pids = {"api": api, "worker": (worker.pid,)}
         yield Server(port, ops, pids, headers, NotesTraffic())
     finally:
         await _stop(server)
         await _stop(worker)
+
+
+async def _wait_ready(ops_ports: tuple[int, ...], within: float = 60) -> None:
+    """Every serving process answers `/readyz` on its ops port."""
+    deadline = time.monotonic() + within
+    async with httpx.AsyncClient(timeout=1.0) as probe:
+        for ops in ops_ports:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await probe.get(f"http://127.0.0.1:{ops}/readyz")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"notes-api's ops port {ops} did not get ready")
+                await asyncio.sleep(0.1)
+
+
+def _free_ports(count: int) -> tuple[int, ...]:
+    """``count`` consecutive free ports (servers i of a supervisor take `OPS_PORT + i`)."""
+    while True:
+        first = _free_port()
+        ports = tuple(range(first, first + count))
+        if all(_bindable(p) for p in ports[1:]):
+            return ports
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _children(pid: int) -> tuple[int, ...]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return tuple(int(child) for child in children.read().split())
 
 
 @contextlib.asynccontextmanager
@@ -197,6 +241,6 @@ async def bare(database: Database) -> AsyncIterator[Server]:
     server = _spawn(argv, database.env)
     try:
         await _wait_for(server, port)
-        yield Server(port, None, {"api": server.pid}, {}, _bare_insert)
+        yield Server(port, (), {"api": (server.pid,)}, {}, _bare_insert)
     finally:
         await _stop(server)

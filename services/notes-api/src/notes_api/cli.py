@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from notes_api.app import create_app
 from notes_api.auth import create_key, revoke_key
+from notes_api.processes import inherited_socket, server_settings, supervise
 from notes_api.server import build_server
 from notes_api.settings import SCHEMA, NotesApiSettings
 from servicekit import create_database_engine, run_until_stopped, setup_telemetry
@@ -15,7 +16,14 @@ from servicekit.migrations import migrate
 
 
 def serve(settings: NotesApiSettings) -> int:
-    """Serve HTTP until SIGTERM/SIGINT, then drain in-flight requests and exit 0."""
+    """Serve HTTP until SIGTERM/SIGINT, then drain in-flight requests and exit 0.
+
+    With `SERVE_PROCESSES` > 1 this process supervises that many servers (`notes_api.processes`).
+    """
+    sock = inherited_socket()
+    if sock is None and settings.serve_processes > 1:
+        return supervise(settings)
+    settings = server_settings(settings)
     telemetry = setup_telemetry(settings)
     server = build_server(create_app(settings, telemetry), settings, telemetry.registry)
     # Everything imported and built so far lives as long as the process: frozen, a full
@@ -27,7 +35,7 @@ def serve(settings: NotesApiSettings) -> int:
     async def main(stop: asyncio.Event) -> int:
         # Our own signal handling, not uvicorn's: uvicorn re-raises the signal after a graceful
         # stop, so the process would end "killed by SIGTERM" instead of exiting 0.
-        serving = asyncio.create_task(server.serve())
+        serving = asyncio.create_task(server.serve(sockets=[sock] if sock else None))
         stopping = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True

@@ -26,6 +26,9 @@ class NotesApiSettings(ServiceSettings):
     database_timeout_seconds: float = Field(default=2.0, gt=0)
     database_pool_size: int = Field(default=20, ge=1)
     """Connections each serve process opens at most and keeps open (a wider burst waits for one)."""
+    serve_processes: int = Field(default=1, ge=1, le=32)
+    """`notes-api serve` runs this many servers on one socket, supervised (notes_api.processes);
+    each has its own pool and its ops port is `OPS_PORT + i`."""
     # rate limits (issue 12)
     rate_limits_enabled: bool = True
     """Per-key token buckets in Redis (docs/api.md, "Rate limits")."""
