@@ -31,15 +31,12 @@ Knobs: ``BENCH_HTTP=0`` skips it, ``BENCH_HTTP_RUNS`` (3), ``BENCH_HTTP_SECONDS`
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -48,7 +45,7 @@ from bench import http_capacity, http_series, http_servers
 from bench.common import REDIS_URL, delete_prefix, env_int
 from bench.http_client import LoadClient
 from bench.http_load import Load, Request, paced
-from bench.report import RESULTS, Row, Target, table, targets_text, write
+from bench.report import Row, Target, run_alone, targets_text
 
 TARGET_P99_MS = 50.0
 TARGET_CAPACITY_RATIO = 0.5
@@ -256,26 +253,5 @@ def _rows_and_targets(
     return rows, targets
 
 
-def _merge(rows: list[Row], path: Path = RESULTS) -> Path:
-    """Replace these rows in an existing results file (the other scenarios' rows stay)."""
-    existing: list[dict[str, Any]] = []
-    if path.exists():
-        existing = json.loads(path.read_text())
-    names = {r.name for r in rows}
-    kept = [Row(**item) for item in existing if item.get("name") not in names]
-    return write([*kept, *rows], path)
-
-
-async def _main() -> int:
-    def say(text: str) -> None:
-        print(text, flush=True)
-
-    rows, _ = await run(say)
-    say("")
-    say(table(rows))
-    say(f"\nwrote {_merge(rows)}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(asyncio.run(_main()))
+    sys.exit(run_alone(run))

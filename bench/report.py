@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,29 @@ def write(rows: list[Row], path: Path = RESULTS) -> Path:
 
 def targets_text(targets: list[Target]) -> str:
     return "\n".join(f"  {'PASS' if t.met else 'MISS'}  {t.label}: {t.detail}" for t in targets)
+
+
+def merge(rows: list[Row], path: Path = RESULTS) -> Path:
+    """Replace these rows in an existing results file (the other scenarios' rows stay)."""
+    existing: list[dict[str, Any]] = []
+    if path.exists():
+        existing = json.loads(path.read_text())
+    names = {r.name for r in rows}
+    kept = [Row(**item) for item in existing if item.get("name") not in names]
+    return write([*kept, *rows], path)
+
+
+Scenario = Callable[[Callable[[str], None]], Coroutine[Any, Any, tuple[list[Row], list[Target]]]]
+
+
+def run_alone(scenario: Scenario) -> int:
+    """`python -m bench.<scenario>`: run it, print its table, merge its rows into the results."""
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    rows, _ = asyncio.run(scenario(say))
+    say("")
+    say(table(rows))
+    say(f"\nwrote {merge(rows)}")
+    return 0

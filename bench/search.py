@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col, select
 
 from bench.common import env_int, median, percentile
-from bench.http_api import CONNECTIONS, Say, _merge
+from bench.http_api import CONNECTIONS, Say
 from bench.http_client import LoadClient, Reply
 from bench.http_load import Load, paced
 from bench.http_servers import (
@@ -59,7 +59,7 @@ from bench.http_servers import (
     _wait_for,
     _with_database,
 )
-from bench.report import Row, Target, table, targets_text
+from bench.report import Row, Target, run_alone, targets_text
 from notes_api.models import Note
 from notes_api.search import WINDOW, matching, newest_matches
 from notes_api.settings import NotesApiSettings
@@ -335,16 +335,5 @@ def _report(
     return rows, [target]
 
 
-async def _main() -> int:
-    def say(line: str) -> None:
-        print(line, flush=True)
-
-    rows, _ = await run(say)
-    say("")
-    say(table(rows))
-    say(f"\nwrote {_merge(rows)}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(asyncio.run(_main()))
+    sys.exit(run_alone(run))
