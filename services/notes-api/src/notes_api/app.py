@@ -18,10 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notes_api.auth import KEY_LIKE, KEY_PREFIX
 from notes_api.errors import install_problem_handlers
-from notes_api.http import BodyGuard, RateLimits, RequestMetrics, RouteLimits
+from notes_api.http import BodyGuard, RateLimits, RequestIds, RequestMetrics, RouteLimits
 from notes_api.idempotency import IdempotencyStore
 from notes_api.ratelimit import Limit, RateLimiter
-from notes_api.request_ids import RequestIds
 from notes_api.routes import jobs, notes
 from notes_api.settings import NotesApiSettings
 from servicekit import (

@@ -1,4 +1,4 @@
-"""ASGI middleware of the public app: body guard, per-key rate limits, RED metrics, access log.
+"""ASGI middleware of the public app: request ids, body guard, rate limits, metrics, access log.
 
 413/415 from the body guard, 429 from the rate limits (before routing: no database).
 
@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from notes_api.auth import hash_key, well_formed
 from notes_api.errors import Problem, problem_response
 from notes_api.ratelimit import Limit, RateLimiter
+from notes_api.request_ids import HEADER, answering, request_id_for
 from servicekit import get_logger
 
 _log = get_logger("notes_api.access")
@@ -198,3 +199,27 @@ class RateLimits:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class RequestIds:
+    """Give each HTTP request an id (`X-Request-ID`): on its response, log lines and problems."""
+
+    _header = HEADER.lower().encode()
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_for(_header(scope, self._header))
+        header = (self._header, request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        with answering(request_id):
+            await self.app(scope, receive, send_with_id)
