@@ -70,6 +70,11 @@ async def test_a_key_over_its_read_burst_gets_429_with_retry_after_and_ratelimit
         "http_rate_limited_total", {"route_class": "reads"}
     )
     assert sample == 1.0
+    # Refused before routing, yet counted under the route it asked for, not as "unmatched".
+    refused = telemetry.registry.get_sample_value(
+        "http_requests_total", {"method": "GET", "route": "/v1/notes", "status": "429"}
+    )
+    assert refused == 1.0
 
 
 async def test_route_classes_and_keys_have_buckets_of_their_own(

@@ -136,7 +136,9 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
     if limiter is not None:
         app.add_middleware(RateLimits, limiter=limiter, limits=route_limits(settings),
                            registry=telemetry.registry)  # fmt: skip
-    app.add_middleware(RequestMetrics, registry=telemetry.registry)
+    # The routers' own routes: the app's list holds FastAPI's included-router wrappers.
+    routes = [*notes.router.routes, *jobs.router.routes]
+    app.add_middleware(RequestMetrics, registry=telemetry.registry, routes=routes)
     app.add_middleware(RequestIds)  # outside the access log, so its line carries the id
     # No spans for each ASGI receive/send message: three per request that say nothing the
     # server span does not, at a measurable share of the request's CPU.

@@ -6,11 +6,13 @@ Pure ASGI (no BaseHTTPMiddleware) so streaming bodies are counted as they arrive
 """
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from notes_api.auth import hash_key, well_formed
@@ -90,14 +92,36 @@ class BodyGuard:
         return {"type": "http.disconnect"}
 
 
+def route_template(scope: Scope, routes: Sequence[BaseRoute]) -> str:
+    """The template of the route that served the request, or that it asked for.
+
+    A request answered before routing (429, 413, 415) has no route in its scope: it is matched
+    here, on that rare path only, so it is counted under its route rather than as "unmatched".
+    """
+    route = scope.get("route")
+    if route is None:
+        partial = None
+        for candidate in routes:
+            match, _ = candidate.matches(scope)
+            if match is Match.FULL:
+                route = candidate
+                break
+            if match is Match.PARTIAL and partial is None:
+                partial = candidate  # the path matched, the method did not (405)
+        route = route or partial
+    return getattr(route, "path", None) or "unmatched"
+
+
 class RequestMetrics:
     """HTTP RED metrics by route template (never the raw path) and one access log line each.
 
     The Authorization header is never logged.
     """
 
-    def __init__(self, app: ASGIApp, *, registry: CollectorRegistry) -> None:
-        self.app = app
+    def __init__(
+        self, app: ASGIApp, *, registry: CollectorRegistry, routes: Sequence[BaseRoute]
+    ) -> None:
+        self.app, self.routes = app, routes
         labels = ("method", "route", "status")
         self.requests = Counter(
             "http_requests_total", "HTTP requests answered.", labels, registry=registry
@@ -124,7 +148,7 @@ class RequestMetrics:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            route = route_template(scope, self.routes)
             method = scope["method"]
             self.requests.labels(method, route, str(status["code"])).inc()
             self.duration.labels(method, route).observe(elapsed)
