@@ -138,6 +138,18 @@ async def test_process_serves_ops_archives_and_exits_zero_on_sigterm(
     assert await asyncio.to_thread(archiver_process.signal, signal.SIGTERM) == 0
 
 
+async def test_ops_port_listens_on_ops_host_only(archiver_process: ArchiverProcess) -> None:
+    # servicekit's runner binds the ops port for every worker process (notes-api-worker too).
+    archiver_process.env["OPS_HOST"] = "127.0.0.2"
+    archiver_process.ops = archiver_process.ops.replace("127.0.0.1", "127.0.0.2")
+    archiver_process.start("archiver-ops-host")
+    await archiver_process.ready()
+    with socket.socket() as probe:
+        refused = probe.connect_ex(("127.0.0.1", int(archiver_process.env["OPS_PORT"])))
+    assert refused != 0, "the ops port answered on an address other than OPS_HOST"
+    assert await asyncio.to_thread(archiver_process.signal, signal.SIGTERM) == 0
+
+
 async def test_crash_between_commit_and_publish_still_emits_exactly_once(
     archiver_process: ArchiverProcess, engine: AsyncEngine, redis_client: Redis, stream_prefix: str
 ) -> None:
