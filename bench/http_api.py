@@ -15,8 +15,10 @@ least half the bare baseline's. Each run:
 
 The headline is the worst run by p99; every run's figures and series go to ``.bench/results.json``
 (the ``detail`` of the ``notes_api_latency_p99`` row). Then the capacity search
-(:mod:`bench.http_capacity`) runs against a fresh notes-api and a fresh baseline, one after the
-other.
+(:mod:`bench.http_capacity`) runs against a fresh notes-api, a fresh baseline and the stack floor
+(:mod:`bench.http_stack_floor`: FastAPI, pydantic and SQLAlchemy Core, one INSERT), one after the
+other, each step measuring the serving processes' CPU per request: on two cores shared with the
+load generator, PostgreSQL and the worker, that cost is what bounds capacity.
 
 The generator is ``bench.http_client`` (keep-alive connections on raw asyncio streams), not httpx:
 it shares the two cores with the server, and httpx's CPU per request starved the server.
@@ -49,6 +51,12 @@ from bench.report import Row, Target, run_alone, targets_text
 
 TARGET_P99_MS = 50.0
 TARGET_CAPACITY_RATIO = 0.5
+SERVERS = (
+    ("notes-api", http_servers.notes_api),
+    ("bare", http_servers.bare),
+    ("stack floor", http_servers.stack_floor),
+)
+"""The capacity search's servers, in this order (the stack floor says how much is the stack)."""
 CONNECTIONS = 64  # keep-alive connections of the generator; more in flight wait for one
 Say = Callable[[str], None]
 
@@ -145,9 +153,19 @@ async def _one_run(number: int, prefix: str, rate: float, seconds: float, say: S
     return run
 
 
-async def _step(client: LoadClient, request: Request, rate: float, seconds: float) -> Load:
+def _cpu(pids: tuple[int, ...]) -> float:
+    return sum(http_series.cpu_seconds(pid) or 0.0 for pid in pids)
+
+
+async def _step(
+    client: LoadClient, request: Request, pids: tuple[int, ...], rate: float, seconds: float
+) -> Load:
     await paced(client, request, rate, 1.0)  # unrecorded lead-in
-    return await paced(client, request, rate, seconds)
+    before = _cpu(pids)
+    load = await paced(client, request, rate, seconds)
+    if load.latencies_ms:
+        load.server_cpu_ms = (_cpu(pids) - before) * 1000 / len(load.latencies_ms)
+    return load
 
 
 async def _capacity(prefix: str, say: Say) -> tuple[http_capacity.Capacity, ...]:
@@ -156,7 +174,7 @@ async def _capacity(prefix: str, say: Say) -> tuple[http_capacity.Capacity, ...]
     start = float(env_int("BENCH_HTTP_CAPACITY_START", 100))
     results = []
     async with http_servers.fresh_database(prefix) as database:
-        for label, serve in (("notes-api", http_servers.notes_api), ("bare", http_servers.bare)):
+        for label, serve in SERVERS:
             async with (
                 serve(database) as server,
                 LoadClient(
@@ -164,13 +182,16 @@ async def _capacity(prefix: str, say: Say) -> tuple[http_capacity.Capacity, ...]
                 ) as client,
             ):
                 found = await http_capacity.search(
-                    partial(_step, client, server.request),
+                    partial(_step, client, server.request, server.pids["api"]),
                     target_ms=TARGET_P99_MS,
                     start=start,
                     step_seconds=step_seconds,
                     budget_seconds=budget,
                 )
-            say(f"    capacity {label}: {found.text()}, load avg {_load_avg()}")
+            cpu = found.cpu_ms_per_request()
+            cpu_text = "-" if cpu is None else f"{cpu:.2f} ms"
+            say(f"    capacity {label}: {found.text()}; serving CPU per request {cpu_text}, "
+                f"load avg {_load_avg()}")  # fmt: skip
             results.append(found)
     return tuple(results)
 
@@ -230,17 +251,22 @@ def _rows_and_targets(
         )
     ]
     if capacity:
-        api, base = capacity
+        api, base, floor = capacity
         ratio = api.held / base.held if base.held else 0.0
-        rows.append(
-            Row.against(
-                "notes_api_capacity_p99_50ms",
-                api.held,
-                "req/s",
-                base.held,
-                detail={"notes_api": api.steps, "bare": base.steps},
-            )
-        )
+        steps = {"notes_api": api.steps, "bare": base.steps, "stack_floor": floor.steps}
+        rows += [
+            Row.against("notes_api_capacity_p99_50ms", api.held, "req/s", base.held, detail=steps),
+            Row.against("stack_floor_capacity_p99_50ms", floor.held, "req/s", base.held),
+        ]
+        cpu = {
+            label: c.cpu_ms_per_request()
+            for label, c in zip(("api", "bare", "floor"), capacity, strict=True)
+        }
+        if None not in cpu.values():
+            rows += [
+                Row.against("notes_api_cpu_per_request", cpu["api"], "ms", cpu["bare"]),
+                Row.against("stack_floor_cpu_per_request", cpu["floor"], "ms", cpu["bare"]),
+            ]
         targets.append(
             Target(
                 f"notes-api capacity >= {TARGET_CAPACITY_RATIO:g}x the bare baseline's",

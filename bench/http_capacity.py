@@ -26,6 +26,14 @@ class Capacity:
     held: float = 0.0
     steps: list[dict[str, float | bool | None]] = field(default_factory=list)
 
+    def cpu_ms_per_request(self) -> float | None:
+        """The serving processes' CPU per request at the highest rate held (the first step's
+        if none was held): the cost that bounds capacity on a machine the load shares."""
+        held = [s for s in self.steps if s["held"]]
+        step = max(held, key=lambda s: float(s["rate"] or 0)) if held else self.steps[0]
+        cpu = step.get("cpu_ms_per_request") if step else None
+        return float(cpu) if isinstance(cpu, int | float) else None
+
     def text(self) -> str:
         path = ", ".join(
             f"{s['rate']:g}:{_ms(s['p99_ms'])}{'' if s['held'] else '!'}" for s in self.steps
@@ -58,9 +66,11 @@ async def search(
         load = await step(rate, step_seconds)
         held = _held(load, target_ms)
         p99 = round(load.pct(99), 2) if load.latencies_ms else None
+        cpu = None if load.server_cpu_ms is None else round(load.server_cpu_ms, 3)
         capacity.steps.append(
-            {"rate": rate, "p99_ms": p99, "achieved": round(load.achieved, 1), "held": held}
-        )
+            {"rate": rate, "p99_ms": p99, "achieved": round(load.achieved, 1), "held": held,
+             "cpu_ms_per_request": cpu}
+        )  # fmt: skip
         if held:
             capacity.held = max(capacity.held, rate)
         else:

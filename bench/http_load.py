@@ -33,6 +33,8 @@ class Load:
     in_flight_peak: dict[int, int] = field(default_factory=dict)
     elapsed: float = 0.0
     max_lag_ms: float = 0.0
+    server_cpu_ms: float | None = None
+    """The serving processes' CPU time per answered request, when the caller measured it."""
 
     @property
     def latencies_ms(self) -> list[float]:

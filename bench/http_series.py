@@ -77,7 +77,7 @@ def _scrape_values(text: str) -> dict[str, float]:
     return values
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
@@ -137,7 +137,7 @@ class Sampler:
                         for figure, value in _scrape_values(reply.text).items():
                             values[figure] = values.get(figure, 0.0) + value
                 for name, pids in self.pids.items():
-                    cpus = [_cpu_seconds(pid) for pid in pids]
+                    cpus = [cpu_seconds(pid) for pid in pids]
                     waits = [_runnable_wait_seconds(pid) for pid in pids]
                     if None not in cpus:
                         values[f"cpu_{name}"] = sum(c for c in cpus if c is not None)

@@ -234,9 +234,10 @@ def _children(pid: int) -> tuple[int, ...]:
 
 
 @contextlib.asynccontextmanager
-async def bare(database: Database) -> AsyncIterator[Server]:
+async def _uvicorn(app: str, database: Database) -> AsyncIterator[Server]:
+    """``app`` on one uvicorn process, sent the bare baseline's inserts."""
     port = _free_port()
-    argv = [sys.executable, "-m", "uvicorn", "bench.http_baseline:app", "--host", "127.0.0.1"]
+    argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--no-access-log", "--log-level", "warning"]
     server = _spawn(argv, database.env)
     try:
@@ -244,3 +245,13 @@ async def bare(database: Database) -> AsyncIterator[Server]:
         yield Server(port, (), {"api": (server.pid,)}, {}, _bare_insert)
     finally:
         await _stop(server)
+
+
+def bare(database: Database) -> contextlib.AbstractAsyncContextManager[Server]:
+    """FastAPI + asyncpg, one INSERT a request (`bench.http_baseline`)."""
+    return _uvicorn("bench.http_baseline:app", database)
+
+
+def stack_floor(database: Database) -> contextlib.AbstractAsyncContextManager[Server]:
+    """FastAPI + pydantic + SQLAlchemy Core, one INSERT a request (`bench.http_stack_floor`)."""
+    return _uvicorn("bench.http_stack_floor:app", database)
