@@ -125,3 +125,15 @@ for i = 4, #ARGV do
 end
 return n
 """
+
+# KEYS: dead letters, source stream. ARGV: dead letter id, then the new entry's field/value pairs.
+# Moves one dead letter back to its stream: copy and delete in one step, or nothing if it is gone
+# (another redrive or a purge took it).
+REDRIVE_DEAD_LETTER = """
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) == 0 then
+  return false
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+"""
