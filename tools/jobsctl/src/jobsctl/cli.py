@@ -170,7 +170,7 @@ def dlq_list(
         letters = []
         for name in topology.stream_or_all(stream):
             letters += await find_dead_letters(redis, keys, name, where, limit=limit)
-        letters = letters[:limit]
+        letters = sorted(letters, key=lambda letter: letter.dead_lettered_at)[:limit]
         if as_json:
             print(render.letters_json(letters))
         else:
