@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # After `sync`, the virtualenv's own scripts: `uv run` would add a third of a second to each start.
 VENV := $(or $(UV_PROJECT_ENVIRONMENT),.venv)
 
-.PHONY: help bootstrap sync run key test chaos lint fmt schemas bench stop clean
+.PHONY: help bootstrap sync run key test chaos lint fmt schemas new-consumer new-job bench stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -67,6 +67,14 @@ fmt: sync ## apply ruff's fixes and formatting
 schemas: sync ## export every event's JSON Schema to docs/events/, AsyncAPI to docs/asyncapi/
 	$(UV) run --locked python scripts/export_schemas.py
 	$(UV) run --locked python scripts/export_asyncapi.py
+
+new-consumer: sync ## generate a consumer service from the archiver's shape: make new-consumer name=NAME [job=JOB]
+	@$(if $(name),,$(error usage: make new-consumer name=NAME [job=JOB]))
+	@$(VENV)/bin/scaffold new-consumer "$(name)" $(if $(job),--job "$(job)")
+
+new-job: sync ## add a job to a service: make new-job service=S name=N [handler=H]
+	@$(if $(and $(service),$(name)),,$(error usage: make new-job service=SERVICE name=JOB [handler=NAME]))
+	@$(VENV)/bin/scaffold new-job "$(service)" "$(name)" $(if $(handler),--handler "$(handler)")
 
 bench: sync ## throughput/latency benchmarks; figures in .bench/results.json
 	$(UV) run --locked devstack exec -- python -m bench

@@ -27,6 +27,7 @@ SERVICES: dict[str, str | None] = {
     "archiver": "archiver.handlers:router",
     "notes-api-worker": "notes_api.worker.handlers:router",
     "notes-api": None,  # no routes: it writes through its outbox
+    # scaffold: new services above this line
 }
 """Each process with a document, and where its JobRouter is (None: it reads no stream)."""
 

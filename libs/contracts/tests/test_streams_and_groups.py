@@ -95,5 +95,8 @@ def test_groups_for_a_service_lists_only_its_groups() -> None:
     assert {g.stream for g in groups_for(Service.FANOUT)} == set(
         job_streams(JobType.BULK_ARCHIVE_CHUNK)
     )
-    assert len(groups_for(Service.ARCHIVER)) == 9
+    # Its own handlers' rows (not a count: `make new-job service=archiver` adds rows).
+    assert {g.handler for g in groups_for(Service.ARCHIVER)} >= {
+        "store_note_version", "record_note_deletion", "archive_note", "copy_note",
+    }  # fmt: skip
     assert groups_for(Service.NOTES_API) == ()

@@ -58,7 +58,11 @@ class EventSpec:
 
 _API, _WORKER = Service.NOTES_API, Service.NOTES_API_WORKER
 _ARCHIVER, _SCHEDULER, _FANOUT = Service.ARCHIVER, Service.SCHEDULER, Service.FANOUT
-_RUNTIME = (_ARCHIVER, _FANOUT)  # services whose job runtime emits attempt events
+_RUNTIME = (  # services whose job runtime emits attempt events
+    _ARCHIVER,
+    _FANOUT,
+    # scaffold: new job runtimes above this line
+)
 
 
 def _lifecycle(event: type[Event], producers: tuple[Service, ...], purpose: str) -> EventSpec:
@@ -126,6 +130,7 @@ CATALOGUE: tuple[EventSpec, ...] = (
         PurgeExpiredIdempotencyKeys, (streams.COMMANDS_PURGE_IDEMPOTENCY_KEYS,), (_SCHEDULER,),
         "Delete expired idempotency records.",
     ),
+    # scaffold: new catalogue rows above this line
 )  # fmt: skip
 """Every event type on the platform, one row each."""
 

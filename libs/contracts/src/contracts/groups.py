@@ -21,6 +21,7 @@ class Service(StrEnum):
     ARCHIVER = "archiver"
     SCHEDULER = "scheduler"
     FANOUT = "fanout"
+    # scaffold: new services above this line
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,7 @@ CONSUMER_GROUPS: tuple[ConsumerGroup, ...] = (
         streams.COMMANDS_PURGE_IDEMPOTENCY_KEYS,
     ),
     *_reads(Service.SCHEDULER, "hold_delayed_job", streams.JOBS_DELAYED),
+    # scaffold: new groups above this line
 )
 """Every (stream, group) pair on the platform."""
 

@@ -52,3 +52,4 @@ class JobType(StrEnum):
     COPY = "copy"
     BULK_ARCHIVE = "bulk_archive"
     BULK_ARCHIVE_CHUNK = "bulk_archive_chunk"
+    # scaffold: new job types above this line

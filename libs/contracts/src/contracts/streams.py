@@ -37,6 +37,7 @@ QUEUED_JOB_TYPES: tuple[JobType, ...] = (
     JobType.ARCHIVE,
     JobType.COPY,
     JobType.BULK_ARCHIVE_CHUNK,
+    # scaffold: new queued job types above this line
 )
 """Job types with streams; a bulk archive parent is never queued, only its chunks."""
 

@@ -1,0 +1,1 @@
+"""scaffold: generate a consumer service or a job from templates/ and register it."""
