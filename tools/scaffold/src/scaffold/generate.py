@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -445,7 +446,8 @@ def _lock_and_sync(root: Path, report: Report) -> None:
 
 
 def _python(root: Path) -> str:
-    venv = root / ".venv" / "bin" / "python"
+    """The workspace's interpreter (uv's project environment), else the one running scaffold."""
+    venv = root / os.environ.get("UV_PROJECT_ENVIRONMENT", ".venv") / "bin" / "python"
     return str(venv) if venv.exists() else sys.executable
 
 
