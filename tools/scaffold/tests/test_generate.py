@@ -93,8 +93,11 @@ def test_new_consumer_registers_the_service_and_its_job(workspace: Path) -> None
     assert said == "True True True ['thumbnail']"
 
 
-def test_generated_files_pass_ruff(workspace: Path) -> None:
-    new_consumer(workspace, "thumbnailer", job="thumbnail", sync=False)
+def test_generated_files_pass_ruff_with_the_longest_names_allowed(workspace: Path) -> None:
+    service, job = "abcdefghijk-lmnopqrstuvw", "abcdefghijk_lmnopqrstuvw"  # 24 characters
+    new_consumer(workspace, service, job=job, description="x" * 72, sync=False)
+    new_job(workspace, service, "b" + job[1:], handler=job + "_more", description="y" * 72,
+            sync=False)  # fmt: skip
     new_job(workspace, "archiver", "freeze_all", handler="freeze_all_notes", sync=False)
 
     for command in (["check"], ["format", "--check"]):

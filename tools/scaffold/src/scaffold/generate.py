@@ -41,18 +41,25 @@ from scaffold.edits import (
 MODEL = "archiver"
 """The model service: wherever the workspace lists it, a new consumer is listed too."""
 
-SERVICE_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-JOB_NAME = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+SERVICE_NAME = re.compile(r"^(?=.{1,24}$)[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+JOB_NAME = re.compile(r"^(?=.{1,24}$)[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+"""Names fit the generated docstrings and lines (ruff's 100 columns) up to 24 characters."""
 CONTRACTS = Path("libs/contracts/src/contracts")
 MAX_DESCRIPTION = 72
 """Descriptions go into docstrings and the catalogue: one line each, within the line length."""
 
 
-def _check_description(description: str | None) -> None:
-    if description and (len(description) > MAX_DESCRIPTION or "\n" in description):
+def _description(description: str | None) -> str | None:
+    """A description fit for a docstring's line: a sentence, capitalised, ending in a period."""
+    if not description:
+        return None
+    text = description.strip()
+    if len(text) > MAX_DESCRIPTION or "\n" in text:
         raise ScaffoldError(f"a description is one line of at most {MAX_DESCRIPTION} characters")
-    if description and ('"' in description or "\\" in description):
+    if '"' in text or "\\" in text:
         raise ScaffoldError("a description has no double quotes or backslashes (docstrings)")
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 @dataclass
@@ -116,8 +123,10 @@ def new_consumer(
 ) -> Report:
     """Generate ``services/<name>`` with its first job, register both; see the module docstring."""
     if not SERVICE_NAME.match(name):
-        raise ScaffoldError(f"{name!r}: a service name is lower case letters, digits and dashes")
-    _check_description(description)
+        raise ScaffoldError(
+            f"{name!r}: a service name is lower case letters, digits and dashes (24 at most)"
+        )
+    description = _description(description)
     package = _package(name)
     target = root / "services" / name
     if target.exists():
@@ -246,8 +255,10 @@ def new_job(
 ) -> Report:
     """Add job ``job`` to ``service``: contracts payload and registrations, handler and test."""
     if not JOB_NAME.match(job):
-        raise ScaffoldError(f"{job!r}: a job name is lower case letters, digits and underscores")
-    _check_description(description)
+        raise ScaffoldError(
+            f"{job!r}: a job name is lower case letters, digits and underscores (24 at most)"
+        )
+    description = _description(description)
     package = _package(service)
     handlers = root / "services" / service / "src" / package / "handlers.py"
     if not handlers.exists():
