@@ -75,7 +75,9 @@ def test_new_consumer_registers_the_service_and_its_job(workspace: Path) -> None
     exporter = (workspace / "scripts" / "export_asyncapi.py").read_text()
     assert '"thumbnailer": "thumbnailer.handlers:router",' in exporter
     assert "| `thumbnailer` | — | 9105 |" in (workspace / "ARCHITECTURE.md").read_text()
-    assert "thumbnailer :9105" in (workspace / "README.md").read_text()
+    readme = (workspace / "README.md").read_text()
+    assert "thumbnailer :9105" in readme
+    assert "| `services/thumbnailer` | TODO: say what thumbnailer does." in readme
     assert (workspace / CONTRACTS / "job_thumbnail.py").is_file()
 
     said = contracts_say(
