@@ -54,6 +54,14 @@ def test_without_a_marker_lines_close_a_tuple_and_the_marker_comes_back() -> Non
     )
 
 
+def test_without_a_marker_a_one_line_tuple_takes_the_item_inline() -> None:
+    source = "_RUNTIME = (_ARCHIVER, _FANOUT)  # services whose runtime emits events\n"
+    edited = insert_lines(source, marker="# m", owner="_RUNTIME", lines=["    Service.X,"])
+    assert edited == (
+        "_RUNTIME = (_ARCHIVER, _FANOUT, Service.X)  # services whose runtime emits events\n"
+    )
+
+
 def test_an_import_goes_after_the_last_top_level_import() -> None:
     source = '"""Doc."""\n\nfrom a import (\n    b,\n)\n\nX = 1\n'
     assert insert_import(source, "from c import d") == (

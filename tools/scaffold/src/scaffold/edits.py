@@ -55,9 +55,16 @@ def insert_lines(source: str, *, marker: str, owner: str, lines: list[str]) -> s
     if value is None or value.end_lineno is None:
         raise ScaffoldError(f"{owner} has no value to add to")
     closing = value.end_lineno - 1  # the line holding the closing bracket
-    if not text[closing].lstrip().startswith((")", "}", "]")):
-        raise ScaffoldError(f"{owner}'s closing bracket shares a line; add the marker {marker!r}")
-    return "".join(text[:closing] + added + text[closing:])
+    if text[closing].lstrip().startswith((")", "}", "]")):
+        return "".join(text[:closing] + added + text[closing:])
+    # A one-line literal, `X = (a, b)  # why`: the items go in before its bracket (ruff's format
+    # wraps the line if it grows too long); there is no line for a marker.
+    if value.end_col_offset is None:
+        raise ScaffoldError(f"{owner} has no end; add the marker {marker!r}")
+    line, column = text[closing], value.end_col_offset - 1
+    items = ", ".join(new.strip().rstrip(",") for new in lines)
+    text[closing] = f"{line[:column].rstrip().rstrip(',')}, {items}{line[column:]}"
+    return "".join(text)
 
 
 def insert_import(source: str, line: str) -> str:
