@@ -36,6 +36,10 @@ async def _fired_ticks(redis: Redis, keys: StreamKeys, at_least: int) -> bool:
     return len(await commands(redis, keys)) >= at_least
 
 
+async def _wait_for_ticks(redis: Redis, keys: StreamKeys, at_least: int) -> None:
+    await eventually(lambda: _fired_ticks(redis, keys, at_least), within=90, every=0.2)
+
+
 async def assert_each_tick_fired_once(redis: Redis, keys: StreamKeys) -> int:
     """Every tick from the first to the last fired exactly once, none missed; return how many."""
     fired = await commands(redis, keys)
@@ -167,8 +171,7 @@ async def test_three_replicas_over_200_ticks_one_killed_or_paused_every_20_fire_
     await eventually(lambda: _fired_ticks(redis_client, keys, 1), within=30)
     start = len(await commands(redis_client, keys))
     for round_no in range(10):
-        await eventually(lambda: _fired_ticks(redis_client, keys, start + 20 * (round_no + 1)),
-                         within=90)  # fmt: skip
+        await _wait_for_ticks(redis_client, keys, start + 20 * (round_no + 1))
         victim = chance.choice(replicas)
         if round_no % 2 == 0:  # killed mid-whatever, restarted under a new consumer name
             victim.signal(signal.SIGKILL)
@@ -177,8 +180,7 @@ async def test_three_replicas_over_200_ticks_one_killed_or_paused_every_20_fire_
             victim.start()
         else:  # paused past any lease, then resumed: its stale ticks must not fire again
             victim.signal(signal.SIGSTOP)
-            await eventually(lambda: _fired_ticks(redis_client, keys, start + 20 * round_no + 25),
-                             within=90)  # fmt: skip
+            await _wait_for_ticks(redis_client, keys, start + 20 * round_no + 25)
             victim.signal(signal.SIGCONT)
     for replica in replicas:
         replica.signal(signal.SIGTERM)
