@@ -18,6 +18,7 @@ slot and the layout holds on Redis Cluster:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -157,6 +158,11 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+def _ms_ceil(moment: datetime) -> int:
+    # A due time in whole ms, never before the moment: a job due at .5 ms past is due at the next.
+    return math.ceil(moment.timestamp() * 1000)
+
+
 def _from_ms(ms: int | float) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -261,7 +267,7 @@ class SchedulerStore:
         index = job_streams(job_type).index(stream) + 1
         payload = f"{index}|".encode() + data
         keys = self._delayed_keys(job_type, job_id)
-        return bool(await self._hold(keys=keys, args=[str(job_id), _ms(run_at), payload]))
+        return bool(await self._hold(keys=keys, args=[str(job_id), _ms_ceil(run_at), payload]))
 
     async def cancel(self, job_type: JobType | str, job_id: UUID) -> bool:
         """Drop a held job; True if it was still held. Remembered, so a later hold is a no-op."""
