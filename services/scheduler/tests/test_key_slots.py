@@ -50,11 +50,12 @@ async def test_every_script_call_names_keys_of_one_slot(redis_url: str, stream_p
     await store.release_due(JobType.ARCHIVE)
     await store.cancel(JobType.COPY, uuid4())
     try:
-        assert len(redis.scripts) == 5
+        # Five calls (a script not yet cached on the server is sent again after NOSCRIPT).
+        assert len({tuple(named) for named in redis.scripts}) == 5
         for named in redis.scripts:
             assert len({key_slot(k.encode()) for k in named}) == 1, named
         # The release script writes "gone" markers under a prefix it is given: the same tag.
-        held = redis.scripts[3][0]
+        [held] = {named[0] for named in redis.scripts if len(named) == 5}
         assert key_slot(f"{held}:gone:{request.job_id}".encode()) == key_slot(held.encode())
     finally:
         async for key in redis.scan_iter(match=f"*{stream_prefix}*"):

@@ -175,10 +175,13 @@ async def test_due_jobs_are_published_once_in_due_time_order(
     later, sooner, future = _delayed(-1, now), _delayed(-2, now), _delayed(3600, now)
     for event in (later, sooner, future, later):  # the last one a redelivery
         await hold_delayed_job(event, store)
-    assert await store.release_due(JobType.ARCHIVE) == 2
-    assert await store.release_due(JobType.ARCHIVE) == 0
+    released, next_due = await store.release_due(JobType.ARCHIVE)
+    assert released == 2
+    assert next_due is not None
+    assert 3590 < next_due <= 3600  # the future one, in seconds
+    assert (await store.release_due(JobType.ARCHIVE))[0] == 0
     await hold_delayed_job(later, store)  # redelivered after it was published: nothing
-    assert await store.release_due(JobType.ARCHIVE) == 0
+    assert (await store.release_due(JobType.ARCHIVE))[0] == 0
     assert [j.job_id for j in await _published(redis_client, keys)] == [
         sooner.job_id, later.job_id,
     ]  # fmt: skip
@@ -195,5 +198,5 @@ async def test_a_job_cancelled_before_it_is_due_is_never_published(
     await hold_delayed_job(dropped, store)
     await hold_delayed_job(cancel, store)
     await hold_delayed_job(dropped, store)  # a redelivered request after the cancellation
-    assert await store.release_due(JobType.ARCHIVE) == 1
+    assert await store.release_due(JobType.ARCHIVE) == (1, None)
     assert [j.job_id for j in await _published(redis_client, keys)] == [kept.job_id]

@@ -104,7 +104,7 @@ return redis.call('ZREM', KEYS[1], ARGV[1])
 
 # KEYS: delayed zset, payloads hash, critical, default, low stream. ARGV: count, gone_ttl_ms,
 # data field, gone marker prefix. Publishes the due jobs in due-time order, each exactly once:
-# the ZREM and the XADD happen together.
+# the ZREM and the XADD happen together. Returns {released, ms until the next held job or -1}.
 RELEASE = (
     _NOW_MS
     + """
@@ -119,7 +119,10 @@ for _, id in ipairs(due) do
   end
   redis.call('SET', ARGV[4] .. id, 'published', 'PX', tonumber(ARGV[2]))
 end
-return #due
+local after = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local wait = -1
+if after[2] then wait = math.max(0, tonumber(after[2]) - now) end
+return {#due, wait}
 """
 )
 
@@ -275,16 +278,21 @@ class SchedulerStore:
         ttl = int(GONE_TTL.total_seconds() * 1000)
         return bool(await self._cancel(keys=keys, args=[str(job_id), ttl]))
 
-    async def release_due(self, job_type: JobType | str, *, count: int = 100) -> int:
-        """Publish up to ``count`` due jobs of one type, in due-time order; return how many."""
+    async def release_due(
+        self, job_type: JobType | str, *, count: int = 100
+    ) -> tuple[int, float | None]:
+        """Publish up to ``count`` due jobs of one type, in due-time order.
+
+        Returns how many, and the seconds until the next held job is due (None: none held).
+        """
         held, payloads, _ = self._delayed_keys(job_type, "")
         streams = [self._keys.stream(s) for s in job_streams(job_type)]
         gone_prefix = f"{held}:gone:"
         ttl = int(GONE_TTL.total_seconds() * 1000)
-        released = await self._release(
+        released, wait_ms = await self._release(
             keys=[held, payloads, *streams], args=[count, ttl, DATA_FIELD, gone_prefix]
         )
-        return int(released)
+        return int(released), None if int(wait_ms) < 0 else int(wait_ms) / 1000
 
     async def held_jobs(self, job_type: JobType | str) -> list[tuple[str, datetime]]:
         """The held jobs of one type, (job id, due time), in due-time order."""

@@ -209,20 +209,27 @@ class Ticker:
         return min(max(wait, 0.001), self.idle_cap)
 
     async def run_delayed(self, stop: asyncio.Event) -> None:
-        """Publish due delayed jobs until ``stop``, polling every ``delayed_poll`` seconds."""
+        """Publish due delayed jobs until ``stop``.
+
+        It sleeps until the next held job is due, at most ``delayed_poll`` seconds (a job held
+        meanwhile may be due sooner), and not at all while a batch came back full.
+        """
         while not stop.is_set():
-            busy = False
+            wait = self.delayed_poll
             try:
                 for job_type in DELAYED_JOB_TYPES:
-                    released = await self.store.release_due(job_type)
+                    released, next_due = await self.store.release_due(job_type)
                     if released:
                         self.metrics.delayed_released.labels(str(job_type)).inc(released)
                         log.info("delayed_jobs.released", job_type=str(job_type), count=released)
-                    busy |= released >= 100
+                    if released >= 100:
+                        wait = 0.0
+                    elif next_due is not None:
+                        wait = min(wait, next_due + 0.001)
             except (RedisError, OSError) as exc:
                 log.warning("scheduler.redis_failed", error=repr(exc))
-            if not busy:
-                await _sleep_or_stop(stop, self.delayed_poll)
+            if wait > 0:
+                await _sleep_or_stop(stop, wait)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
