@@ -63,6 +63,7 @@ CONSUMER_GROUPS: tuple[ConsumerGroup, ...] = (
         streams.COMMANDS_PURGE_IDEMPOTENCY_KEYS,
     ),
     *_reads(Service.SCHEDULER, "hold_delayed_job", streams.JOBS_DELAYED),
+    *_reads(Service.SCHEDULER, "record_command_completed", streams.COMMANDS_COMPLETED),
 )
 """Every (stream, group) pair on the platform."""
 
