@@ -8,7 +8,8 @@ delayed archive job due each second at a random fraction of it, for ``BENCH_SCHE
 - delayed-job lateness: the job's stream entry id (ms, Redis clock) minus its ``run_at``;
 - ticks fired twice or skipped between the first and the last (must be 0).
 
-Figures are the worst run's percentiles (``BENCH_SCHEDULER_RUNS``, 3). ``python -m
+Figures are the worst run's percentiles (``BENCH_SCHEDULER_RUNS``, 3; ``BENCH_SCHEDULER=0``
+skips it in ``make bench``). ``python -m
 bench.scheduler_punctuality`` (under ``devstack exec``, or with ``REDIS_URL``) runs it alone and
 merges its rows into ``.bench/results.json``.
 """
@@ -142,6 +143,10 @@ async def _one_run(seconds: int, say: Say) -> dict[str, Any]:
 def _job_id(fields: dict[bytes, bytes]) -> str:
     document = json.loads(fields[b"__data__"])
     return str(document["body"]["job_id"])
+
+
+def enabled() -> bool:
+    return os.environ.get("BENCH_SCHEDULER", "1") != "0"
 
 
 async def run(say: Say) -> tuple[list[Row], list[Target]]:
