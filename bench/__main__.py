@@ -6,7 +6,8 @@ the notes-api HTTP scenario (``bench.http_api``): BENCH_HTTP (1; 0 skips), BENCH
 BENCH_HTTP_SECONDS (30), BENCH_HTTP_CAPACITY (1; 0 skips the capacity search) and the rest in
 ``bench/http_api.py``;
 ``make run``'s start (``bench.startup``): BENCH_STARTUP (1; 0 skips), BENCH_STARTUP_RUNS (3);
-``q`` over 100k notes (``bench.search``): BENCH_SEARCH (1; 0 skips) and its knobs there.
+``q`` over 100k notes (``bench.search``): BENCH_SEARCH (1; 0 skips) and its knobs there;
+the scheduler's punctuality (``bench.scheduler_punctuality``): BENCH_SCHEDULER (1; 0 skips).
 
 Scenarios run in rounds (raw, FastStream, runtime 1c, runtime 2c, then again), so background load
 on the machine hits every scenario alike; each figure is the median of its rounds. Every contender
@@ -18,13 +19,50 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from bench import faststream_sub, http_api, raw_loop, runtime, search, startup
+from bench import (
+    faststream_sub,
+    http_api,
+    raw_loop,
+    runtime,
+    scheduler_punctuality,
+    search,
+    startup,
+)
 from bench.common import REDIS_URL, Config, Drain, delete_prefix, median, run_prefix
 from bench.report import Row, Target, table, targets_text, write
 from servicekit.lifecycle import event_loop_factory
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A scenario after the runtime's: rows and targets of its own, skipped by its knob."""
+
+    name: str
+    enabled: Callable[[], bool]
+    run: Callable[[Say], Awaitable[tuple[list[Row], list[Target]]]]
+
+
+async def _startup(say: Say) -> tuple[list[Row], list[Target]]:
+    return await asyncio.to_thread(startup.run, say)  # it times subprocesses, blocking
+
+
+SCENARIOS = (
+    # issue 12: notes-api's worst-of-3 tail and capacity (BENCH_HTTP=0 skips)
+    Scenario("http", http_api.enabled, http_api.run),
+    # issue 12: `GET /v1/notes?q=` over 100k notes, p99 <= 50 ms (BENCH_SEARCH=0 skips)
+    Scenario("search", search.enabled, search.run),
+    # issue 13: tick punctuality and delayed-job lateness, three replicas (BENCH_SCHEDULER=0)
+    Scenario("scheduler", scheduler_punctuality.enabled, scheduler_punctuality.run),
+    # issue 9: `make run` ready in < 5 s on a synced checkout (BENCH_STARTUP=0 skips)
+    Scenario("startup", startup.enabled, _startup),
+)
 
 
 def _say(text: str) -> None:
@@ -142,32 +180,21 @@ async def main() -> int:
         ),
         Target("stretch: runtime >= 0.2x raw loop", one_m >= 0.2 * raw_m, f"{one_m / raw_m:.3f}x"),
     ]
-    if http_api.enabled():  # issue 12: notes-api's worst-of-3 tail, capacity (BENCH_HTTP=0 skips)
+    for scenario in SCENARIOS:
+        if not scenario.enabled():
+            continue
         try:
-            http_rows, http_targets = await http_api.run(_say)
-            rows += http_rows
-            targets += http_targets
+            found_rows, found_targets = await scenario.run(_say)
         except Exception as exc:  # the other scenarios' rows are still written
-            problems.append(f"http benchmark failed: {exc!r}")
-    if search.enabled():  # issue 12: `GET /v1/notes?q=` over 100k notes, p99 <= 50 ms
-        try:
-            search_rows, search_targets = await search.run(_say)
-            rows += search_rows
-            targets += search_targets
-        except Exception as exc:
-            problems.append(f"search benchmark failed: {exc!r}")
-    if startup.enabled():  # issue 9: `make run` ready in < 5 s on a synced checkout
-        try:
-            startup_rows, startup_targets = await asyncio.to_thread(startup.run, _say)
-            rows += startup_rows
-            targets += startup_targets
-        except Exception as exc:
-            problems.append(f"startup benchmark failed: {exc!r}")
+            problems.append(f"{scenario.name} benchmark failed: {exc!r}")
+        else:
+            rows += found_rows
+            targets += found_targets
     path = write(rows)
     _say("")
     _say(table(rows))
     _say("")
-    _say("targets (issues 3, 9 and 12; reported, never failing):")
+    _say("targets (issues 3, 9, 12 and 13; reported, never failing):")
     _say(targets_text(targets))
     _say(f"load avg at end {_load()} (other work on this machine skews throughput)")
     if problems:

@@ -26,6 +26,7 @@ ASYNCAPI_DIR = ROOT / "docs" / "asyncapi"
 SERVICES: dict[str, str | None] = {
     "archiver": "archiver.handlers:router",
     "notes-api-worker": "notes_api.worker.handlers:router",
+    "scheduler": "scheduler.handlers:router",
     "notes-api": None,  # no routes: it writes through its outbox
     # scaffold: new services above this line
 }

@@ -91,7 +91,10 @@ def test_a_service_may_read_one_stream_in_several_isolated_groups() -> None:
 
 def test_groups_for_a_service_lists_only_its_groups() -> None:
     scheduler = groups_for("scheduler")
-    assert [(g.stream, g.group) for g in scheduler] == [("jobs.delayed.v1", "scheduler")]
+    assert [(g.stream, g.group) for g in scheduler] == [
+        ("jobs.delayed.v1", "scheduler"),
+        ("commands.completed.v1", "scheduler"),
+    ]
     assert {g.stream for g in groups_for(Service.FANOUT)} == set(
         job_streams(JobType.BULK_ARCHIVE_CHUNK)
     )

@@ -5,8 +5,10 @@ from dataclasses import replace
 import pytest
 
 from contracts import (
+    COMMANDS_COMPLETED,
     JOBS_DELAYED,
     NOTES_CREATED,
+    CommandCompleted,
     DelayedJobCancelled,
     DelayedJobRequested,
     NoteCreated,
@@ -21,8 +23,11 @@ def _scheduler_router(handler_name: str = "hold_delayed_job") -> JobRouter:
 
     async def handler(event: DelayedJobRequested) -> None: ...
 
+    async def record_command_completed(event: CommandCompleted) -> None: ...
+
     handler.__name__ = handler_name
     router.event([DelayedJobRequested, DelayedJobCancelled], stream=JOBS_DELAYED)(handler)
+    router.event(CommandCompleted, stream=COMMANDS_COMPLETED)(record_command_completed)
     return router
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import (
+    COMMANDS_COMPLETED,
     JOBS_LIFECYCLE,
     AutoArchiveRequested,
     BulkArchiveChunk,
@@ -195,3 +196,5 @@ async def test_auto_archive_splits_a_run_over_the_cap_into_several_parents(
         assert (job["status"], job["priority"]) == ("accepted", "low")
         assert job["progress"]["total"] == per_parent[parent_id]
     assert max(len(c.items) for c in chunks) <= 1000
+    completed = await outbox(engine, COMMANDS_COMPLETED)  # once, committed with the handling
+    assert [row["payload"]["command_id"] for row in completed] == [str(tick.event_id)]

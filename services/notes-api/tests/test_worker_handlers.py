@@ -19,9 +19,11 @@ from uuid import UUID, uuid4, uuid5
 import pytest
 
 from contracts import (
+    COMMANDS_COMPLETED,
     NOTES_CREATED,
     AutoArchiveRequested,
     ChunkItem,
+    CommandCompleted,
     Event,
     JobDeadLettered,
     JobFailed,
@@ -524,6 +526,7 @@ async def test_auto_archive_creates_one_parent_per_owner_with_notes_under_ids_fr
         uuid5(event.event_id, "bob"): ("bob", store.candidates["bob"]),
     }  # no empty parent for carol
     assert ("owners", "t", 30, TICK) in store.queries  # the cutoff counts from the tick
+    assert completions(store) == [(event.event_id, "auto-archive")]
 
 
 async def test_auto_archive_for_one_owner_looks_at_that_owner_only(
@@ -547,6 +550,7 @@ async def test_the_same_tick_from_another_replica_creates_nothing_more(
 
     assert len(store.bulk_parents) == 1
     assert len(store.queries) == 2  # owners, then alice's notes: once
+    assert len(completions(store)) == 1  # the completion goes out with the one handling
 
 
 async def test_purge_deletes_idempotency_keys_created_before_the_commands_time_once(
@@ -561,6 +565,27 @@ async def test_purge_deletes_idempotency_keys_created_before_the_commands_time_o
     await purge_expired_idempotency_keys(event, store)
 
     assert store.purged_before == [older_than]
+    assert completions(store) == [(event.event_id, "purge")]
+
+
+async def test_a_tick_with_nothing_to_archive_still_reports_its_run_completed(
+    store: FakeWorkerStore,
+) -> None:
+    event = tick(not_updated_for_days=30)
+
+    await auto_archive_notes(event, store)
+
+    assert store.bulk_parents == {}
+    assert completions(store) == [(event.event_id, "auto-archive")]
+
+
+def completions(store: FakeWorkerStore) -> list[tuple[UUID, str]]:
+    """The commands.completed.v1 events emitted: (command id, schedule)."""
+    return [
+        (event.command_id, event.schedule)
+        for event, stream in store.emitted
+        if isinstance(event, CommandCompleted) and stream == COMMANDS_COMPLETED
+    ]
 
 
 # ---- failures and shape -------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from contracts.notes import (
 )
 from contracts.schedules import (
     AutoArchiveRequested,
+    CommandCompleted,
     PurgeExpiredIdempotencyKeys,
     ScheduledEvent,
     ScheduleFired,
@@ -61,6 +62,7 @@ from contracts.status import (
 )
 from contracts.streams import (
     COMMANDS_AUTO_ARCHIVE,
+    COMMANDS_COMPLETED,
     COMMANDS_PURGE_IDEMPOTENCY_KEYS,
     EVENT_STREAMS,
     JOBS_DELAYED,
@@ -81,6 +83,7 @@ from contracts.streams import (
 __all__ = [
     "CATALOGUE",
     "COMMANDS_AUTO_ARCHIVE",
+    "COMMANDS_COMPLETED",
     "COMMANDS_PURGE_IDEMPOTENCY_KEYS",
     "CONSUMER_GROUPS",
     "COPY_NOTE_NAMESPACE",
@@ -107,6 +110,7 @@ __all__ = [
     "AutoArchiveRequested",
     "BulkArchiveChunk",
     "ChunkItem",
+    "CommandCompleted",
     "ConsumerGroup",
     "CopyRequested",
     "DelayedJobCancelled",

@@ -30,7 +30,12 @@ from contracts.notes import (
     NoteDeleted,
     NoteUpdated,
 )
-from contracts.schedules import AutoArchiveRequested, PurgeExpiredIdempotencyKeys, ScheduleFired
+from contracts.schedules import (
+    AutoArchiveRequested,
+    CommandCompleted,
+    PurgeExpiredIdempotencyKeys,
+    ScheduleFired,
+)
 from contracts.status import JobType
 from contracts.streams import job_streams
 
@@ -129,6 +134,10 @@ CATALOGUE: tuple[EventSpec, ...] = (
     EventSpec(
         PurgeExpiredIdempotencyKeys, (streams.COMMANDS_PURGE_IDEMPOTENCY_KEYS,), (_SCHEDULER,),
         "Delete expired idempotency records.",
+    ),
+    EventSpec(
+        CommandCompleted, (streams.COMMANDS_COMPLETED,), (_WORKER,),
+        "A scheduled command's handling committed (the scheduler's overlap policy).",
     ),
     # scaffold: new catalogue rows above this line
 )  # fmt: skip

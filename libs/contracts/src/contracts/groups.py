@@ -64,6 +64,7 @@ CONSUMER_GROUPS: tuple[ConsumerGroup, ...] = (
         streams.COMMANDS_PURGE_IDEMPOTENCY_KEYS,
     ),
     *_reads(Service.SCHEDULER, "hold_delayed_job", streams.JOBS_DELAYED),
+    *_reads(Service.SCHEDULER, "record_command_completed", streams.COMMANDS_COMPLETED),
     # scaffold: new groups above this line
 )
 """Every (stream, group) pair on the platform."""

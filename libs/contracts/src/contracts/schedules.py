@@ -1,4 +1,7 @@
-"""Scheduler output: a record of each tick, and the commands the data-owning service executes."""
+"""Scheduler output: a record of each tick, and the commands the data-owning service executes.
+
+``CommandCompleted`` is the executor's word that it has handled one (the overlap policy's signal).
+"""
 
 from datetime import UTC
 from typing import Any, Literal, Self
@@ -59,3 +62,28 @@ class PurgeExpiredIdempotencyKeys(ScheduledEvent):
 
     type: Literal["commands.purge_idempotency_keys.v1"] = "commands.purge_idempotency_keys.v1"
     older_than: AwareDatetime
+
+
+class CommandCompleted(ScheduledEvent):
+    """The executor committed its handling of a scheduled command (not the work it started).
+
+    Emitted in the same transaction as the handling, so it is sent exactly when the handling
+    took effect; the scheduler reads it to know a schedule's previous run has finished.
+    """
+
+    type: Literal["commands.completed.v1"] = "commands.completed.v1"
+    command_type: str = Field(description="Type name of the command that was handled.")
+    command_id: UUID = Field(description="`event_id` of the command that was handled.")
+
+    @classmethod
+    def for_command(cls, command: ScheduledEvent, *, producer: str) -> Self:
+        """Announce that ``command`` was handled; one id per command, so a repeat dedupes."""
+        return cls.caused_by(
+            command,
+            producer=producer,
+            event_id=uuid5(TICK_NAMESPACE, f"completed|{command.event_id}"),
+            schedule=command.schedule,
+            tick_at=command.tick_at,
+            command_type=command.type,
+            command_id=command.event_id,
+        )

@@ -18,6 +18,7 @@ JOBS_DELAYED = "jobs.delayed.v1"
 SCHEDULES_FIRED = "schedules.fired.v1"
 COMMANDS_AUTO_ARCHIVE = "commands.auto_archive.v1"
 COMMANDS_PURGE_IDEMPOTENCY_KEYS = "commands.purge_idempotency_keys.v1"
+COMMANDS_COMPLETED = "commands.completed.v1"
 
 EVENT_STREAMS: tuple[str, ...] = (
     NOTES_CREATED,
@@ -30,6 +31,7 @@ EVENT_STREAMS: tuple[str, ...] = (
     SCHEDULES_FIRED,
     COMMANDS_AUTO_ARCHIVE,
     COMMANDS_PURGE_IDEMPOTENCY_KEYS,
+    COMMANDS_COMPLETED,
 )
 """Every stream that is not a job stream."""
 

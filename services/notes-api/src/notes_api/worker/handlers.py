@@ -3,8 +3,8 @@
 Consumes (group `notes-api-worker`): notes.archived.v1, notes.copy_completed.v1, jobs.lifecycle.v1,
           commands.auto_archive.v1, commands.purge_idempotency_keys.v1.
 Emits:    a copy's notes.created.v1; a bulk parent's jobs.lifecycle.progress.v1 and
-          jobs.lifecycle.completed.v1; auto-archive's bulk chunks (through the outbox, with the
-          effect).
+          jobs.lifecycle.completed.v1; auto-archive's bulk chunks; commands.completed.v1 for each
+          scheduled command handled (through the outbox, with the effect).
 Writes:   schema `notes`: notes (archived flag, copies), jobs, bulk_chunks, idempotency_keys
           (through `WorkerStore`).
 
@@ -20,12 +20,14 @@ from uuid import uuid5
 
 from contracts import (
     COMMANDS_AUTO_ARCHIVE,
+    COMMANDS_COMPLETED,
     COMMANDS_PURGE_IDEMPOTENCY_KEYS,
     JOBS_LIFECYCLE,
     NOTES_ARCHIVED,
     NOTES_COPY_COMPLETED,
     NOTES_CREATED,
     AutoArchiveRequested,
+    CommandCompleted,
     JobAttemptEvent,
     JobCompleted,
     JobDeadLettered,
@@ -43,10 +45,11 @@ from contracts import (
     NoteCreated,
     NoteSnapshot,
     PurgeExpiredIdempotencyKeys,
+    ScheduledEvent,
     utc_now,
 )
 from notes_api.models import Job
-from notes_api.worker.store import GROUP, PRODUCER, WorkerStore
+from notes_api.worker.store import GROUP, PRODUCER, CommandTransaction, WorkerStore
 from servicekit import get_logger
 from servicekit.jobs import JobRouter
 
@@ -160,6 +163,7 @@ async def auto_archive_notes(event: AutoArchiveRequested, store: WorkerStore) ->
             created += await tx.create_bulk_archives(
                 owner, event.tag, days, now, first_job_id=first_job_id
             )
+        await _report_completed(tx, event)
     _log.info("auto_archive.done", schedule=event.schedule, owners=len(owners), jobs=created)
 
 
@@ -172,7 +176,17 @@ async def purge_expired_idempotency_keys(
         if tx.already_processed:
             return
         purged = await tx.purge_expired_idempotency_keys(event.older_than)
+        await _report_completed(tx, event)
     _log.info("idempotency_keys.purged", count=purged)
+
+
+async def _report_completed(tx: CommandTransaction, command: ScheduledEvent) -> None:
+    """Tell the scheduler the command's run finished: in its transaction, so exactly when it did.
+
+    Finished means handled and committed here, not the work it started (bulk parents run on).
+    """
+    completed = CommandCompleted.for_command(command, producer=PRODUCER)
+    await tx.emit(completed, stream=COMMANDS_COMPLETED, aggregate_id=command.schedule)
 
 
 def _result_applies(job: Job | None, event: NoteArchived | NoteCopyCompleted) -> bool:

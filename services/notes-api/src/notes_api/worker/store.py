@@ -274,6 +274,7 @@ class CommandTransaction:
     """
 
     def __init__(self, tx: HandlerTransaction, *, bulk_archive_max_items: int) -> None:
+        self._tx = tx
         self._connection = tx.connection
         self._items_per_parent = bulk_archive_max_items
         self.already_processed = tx.already_processed
@@ -308,6 +309,10 @@ class CommandTransaction:
     async def purge_expired_idempotency_keys(self, older_than: datetime) -> int:
         """Delete idempotency records that expired and were created before ``older_than``."""
         return await purge_expired(self._connection, older_than)
+
+    async def emit(self, event: Event, *, stream: str, aggregate_id: str) -> None:
+        """Add ``event`` to the outbox; the relay publishes it after commit."""
+        await self._tx.emit(event, stream=stream, aggregate_id=aggregate_id)
 
 
 class WorkerStore:
