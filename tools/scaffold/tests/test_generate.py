@@ -179,11 +179,16 @@ def test_ops_port_skips_ports_other_branches_claim_in_architecture_md(workspace:
     ("name", "error"),
     [
         ("Thumbnailer", "lower case"),
+        ("a" * 25, "24 at most"),
         ("archiver", "exists already"),
-        ("scheduler", "already has a member"),
+        ("indexer", "already has a member"),  # declared in contracts, not on disk yet
     ],
 )
 def test_new_consumer_refuses_a_bad_or_taken_name(workspace: Path, name: str, error: str) -> None:
+    groups = workspace / CONTRACTS / "groups.py"
+    groups.write_text(groups.read_text().replace('    FANOUT = "fanout"\n', (
+        '    FANOUT = "fanout"\n    INDEXER = "indexer"\n'
+    )))  # fmt: skip
     with pytest.raises(ScaffoldError, match=error):
         new_consumer(workspace, name, sync=False)
 
