@@ -81,6 +81,7 @@ dashboards: sync ## regenerate Grafana dashboards and the compose scrape config 
 # files up to date; promtool's config and rule checks and rule unit tests where promtool is installed.
 deploy-check: sync ## validate deploy/ offline: compose config, hadolint, promtool, dashboard drift
 	$(VENV)/bin/docker-compose --env-file deploy/env.example -f docker-compose.yml config -q
+	$(UV) run --locked check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(VENV)/bin/hadolint deploy/Dockerfile
 	$(UV) run --locked python deploy/stack.py --check
 	$(UV) run --locked python deploy/dashboards/build.py --check

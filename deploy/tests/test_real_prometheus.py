@@ -307,6 +307,17 @@ def test_every_panel_and_alert_selector_has_data(platform, prometheus, redis) ->
 
     unverified = [t.name for t in TARGETS if installed(t) and t.name not in ACL_VERIFIED]
     skipped += [f"{name}: ran as admin, its ACL user not yet verified" for name in unverified]
+    # Latency panels link to traces: the job duration buckets carry trace ids as exemplars.
+    exemplars = httpx.get(
+        f"{prometheus.url}/api/v1/query_exemplars",
+        params={"query": "job_duration_seconds_bucket", "start": time.time() - 300,
+                "end": time.time()},
+        timeout=10,
+    ).json()["data"]  # fmt: skip
+    trace_ids = [e["labels"].get("trace_id") for series in exemplars for e in series["exemplars"]]
+    if not trace_ids or not all(trace_ids):
+        empty.append(f"exemplars of job_duration_seconds_bucket: {exemplars}")
+
     # Every command a process ran under its ACL user was allowed: Redis logs each refusal.
     refusals = redis.refusals()
     if skipped:

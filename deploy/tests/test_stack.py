@@ -149,3 +149,73 @@ def test_redis_acl_users_load_and_are_confined(tmp_path: Path) -> None:
             assert redis.cli("ACL", "DRYRUN", user, *command) == "OK", (user, command)
         for user, *command in denied:
             assert redis.cli("ACL", "DRYRUN", user, *command) != "OK", (user, command)
+
+
+def _yaml(path: str) -> dict[str, object]:
+    loaded: dict[str, object] = yaml.safe_load((ROOT / path).read_text())
+    return loaded
+
+
+def test_collector_pipelines_use_only_defined_components() -> None:
+    """Grafana, Tempo, Loki and the Collector run nowhere here: their configs are parsed and
+    cross-checked instead (docs: deploy/README.md)."""
+    config = _yaml("deploy/otel/collector.yaml")
+    service = config["service"]
+    assert isinstance(service, dict)
+    for pipeline in service["pipelines"].values():
+        for kind in ("receivers", "processors", "exporters"):
+            defined = config[kind]
+            assert isinstance(defined, dict)
+            assert set(pipeline.get(kind, [])) <= set(defined), kind
+    assert set(service["extensions"]) <= set(config["extensions"])  # type: ignore[arg-type]
+    exporter = config["exporters"]["otlp/tempo"]  # type: ignore[index]
+    assert exporter["endpoint"] == "tempo:4317"
+
+
+def test_every_service_exports_traces_to_the_collector_it_can_reach() -> None:
+    collector = SERVICES["otel-collector"]
+    for target in TARGETS:
+        service = SERVICES[target.name]
+        assert service["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+        assert set(service["networks"]) & set(collector["networks"]), target.name
+    tempo = _yaml("deploy/tempo/tempo.yaml")
+    assert "otlp" in tempo["distributor"]["receivers"]  # type: ignore[index]
+
+
+def test_logs_reach_loki_and_link_to_traces_by_trace_id() -> None:
+    promtail = _yaml("deploy/loki/promtail.yaml")
+    assert promtail["clients"][0]["url"] == "http://loki:3100/loki/api/v1/push"  # type: ignore[index]
+    loki = _yaml("deploy/loki/loki.yaml")
+    assert loki["server"]["http_listen_port"] == 3100  # type: ignore[index]
+    sources = {
+        s["uid"]: s
+        for s in _yaml("deploy/grafana/provisioning/datasources/datasources.yaml")["datasources"]  # type: ignore[union-attr]
+    }
+    derived = sources["loki"]["jsonData"]["derivedFields"][0]
+    assert derived["datasourceUid"] == "tempo"
+    assert re.search(derived["matcherRegex"], '{"event": "x", "trace_id": "0af7651916cd43dd"}')
+    assert sources["prometheus"]["jsonData"]["exemplarTraceIdDestinations"][0]["datasourceUid"] == (
+        "tempo"
+    )
+    assert sources["tempo"]["jsonData"]["tracesToLogsV2"]["datasourceUid"] == "loki"
+
+
+def test_redis_is_durable_and_never_evicts() -> None:
+    conf = dict(
+        line.split(None, 1)
+        for line in (ROOT / "deploy/redis/redis.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert conf["appendonly"] == "yes"
+    assert conf["appendfsync"] == "always"
+    assert conf["maxmemory-policy"] == "noeviction"
+
+
+def test_proxy_bounds_header_size_request_time_and_connections() -> None:
+    text = (ROOT / "deploy/proxy/nginx.conf").read_text()
+    for directive in ("large_client_header_buffers", "client_header_timeout",
+                      "client_body_timeout", "limit_conn per_client", "proxy_read_timeout",
+                      "client_max_body_size"):  # fmt: skip
+        assert re.search(rf"^\s*{directive}\s", text, re.MULTILINE), directive
+    assert "proxy_pass http://notes_api;" in text
+    assert "server notes-api:8000" in text
