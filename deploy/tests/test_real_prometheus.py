@@ -42,9 +42,24 @@ from servicekit.jobs import enqueue
 
 BIN = Path(sys.executable).parent
 RULES = Path(__file__).resolve().parent.parent / "prometheus" / "rules"
-ACL_VERIFIED = frozenset({"notes-api", "notes-api-worker", "archiver"})
-"""Processes whose ACL user (deploy/redis/users.acl.template) this test has run them under."""
+ACL_VERIFIED = frozenset({"notes-api", "notes-api-worker", "archiver", "scheduler"})
+"""Processes whose ACL user (deploy/redis/users.acl.template) this test has run them under (the
+scheduler's: against main's scheduler at 535a021, before it was merged here)."""
 RATE_WINDOW = "20s"  # stands in for Grafana's $__rate_interval at a 1 s scrape interval
+EVERY_SECOND = "deploy-test-every-second"
+SCHEDULES = f"""
+[[schedule]]
+name = "{EVERY_SECOND}"
+cron = "* * * * * *"
+timezone = "UTC"
+event = "commands.purge_idempotency_keys.v1"
+payload = {{ older_than = {{ seconds_before_tick = 0 }} }}
+priority = "low"
+overlap = "allow"
+catch_up = "latest"
+catch_up_window_seconds = 3600
+"""
+"""A schedule that fires every second, for the scheduler's panels (used where it is installed)."""
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None,
@@ -126,6 +141,14 @@ def platform(
     }
     running = [t for t in TARGETS if installed(t)]
     missing = [t.name for t in TARGETS if not installed(t)]
+    if "scheduler" not in missing:
+        (tmp_path / "schedules.toml").write_text(SCHEDULES)
+        env["SCHEDULES_FILE"] = str(tmp_path / "schedules.toml")
+        # The scheduler's documented state (scheduler/store.py): the last tick it decided. Ten
+        # seconds back, so with catch_up=latest its first pass records the ticks between as
+        # missed, and the missed-fire alert's selector has a series to match.
+        tag = StreamKeys("").tag("commands.purge_idempotency_keys.v1")
+        redis.cli("SET", f"{tag}:schedule:{EVERY_SECOND}:last", str(int(time.time() - 10) * 1000))
     for target in running:
         if target.needs_postgres and target.name == target.package:  # the package's own script
             subprocess.run(
@@ -246,6 +269,12 @@ def test_every_panel_and_alert_selector_has_data(platform, prometheus, redis) ->
             lambda s=status: _has(prometheus, f'job_processed_total{{status="{s}"}}'),
             45, f'job_processed_total{{status="{status}"}} scraped',
         )  # fmt: skip
+    if "scheduler" not in missing:
+        for series in (
+            "scheduler_punctuality_seconds_count",
+            'scheduler_fires_total{outcome="missed"}',
+        ):
+            wait_for(lambda s=series: _has(prometheus, s), 45, f"{series} scraped")
     wait_for(
         lambda: _has(prometheus, f"rate(job_processed_total[{RATE_WINDOW}]) > 0")
         and _has(prometheus, 'max_over_time(up[30s]) and count_over_time(up[30s]) > 5'),
