@@ -275,19 +275,23 @@ JOBS: tuple[Panel, ...] = (
         "s",
     ),
     Panel(
-        "Fanout: child jobs published",
-        (Query(f"sum (rate(fanout_children_published_total[{RATE}]))", "children/s"),),
-        "ops",
+        "Fanout progress: chunks waiting and in flight",
+        (
+            Query('sum(max by (stream) (stream_group_lag{group="fanout"}))', "waiting"),
+            Query('sum(max by (stream) (stream_group_pending{group="fanout"}))', "in flight"),
+        ),
+        description="Bulk archive chunks not yet expanded into child archive jobs.",
     ),
     Panel(
-        "Fanout: chunks by outcome",
+        "Fanout: chunks expanded by outcome",
         (
             Query(
-                f'sum by (status) (rate(job_processed_total{{service="fanout"}}[{RATE}]))',
+                f'sum by (status) (rate(job_processed_total{{service="fanout", group="fanout"}}[{RATE}]))',
                 "{{status}}",
             ),
         ),
         "ops",
+        description="Each succeeded chunk wrote one child archive job per item (≤ 1,000).",
     ),
     Panel(
         "Dead letters → trace",

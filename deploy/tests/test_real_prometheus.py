@@ -42,10 +42,14 @@ from servicekit.jobs import enqueue
 
 BIN = Path(sys.executable).parent
 RULES = Path(__file__).resolve().parent.parent / "prometheus" / "rules"
-ACL_VERIFIED = frozenset({"notes-api", "notes-api-worker", "archiver", "scheduler"})
+ACL_VERIFIED = frozenset({"notes-api", "notes-api-worker", "archiver", "scheduler", "fanout"})
 """Processes whose ACL user (deploy/redis/users.acl.template) this test has run them under (the
-scheduler's: against main's scheduler at 535a021, before it was merged here)."""
-RATE_WINDOW = "20s"  # stands in for Grafana's $__rate_interval at a 1 s scrape interval
+scheduler's against main at 535a021 and fanout's against branch fanout at 4a9275e, before they
+were merged here)."""
+SCRAPE_INTERVAL = "2s"
+RATE_WINDOW = (
+    "1m"  # stands in for Grafana's $__rate_interval: many scrapes, so a slow one is no gap
+)
 EVERY_SECOND = "deploy-test-every-second"
 SCHEDULES = f"""
 [[schedule]]
@@ -190,7 +194,7 @@ def _ready(address: str) -> bool:
 @pytest.fixture
 def prometheus(platform, tmp_path: Path) -> Iterator[Prometheus]:  # type: ignore[no-untyped-def]
     _, addresses, _ = platform
-    config = scrape_config(addresses, interval="1s", rule_files=(str(RULES / "*.yml"),))
+    config = scrape_config(addresses, interval=SCRAPE_INTERVAL, rule_files=(str(RULES / "*.yml"),))
     (tmp_path / "prometheus.yml").write_text(render(config))
     port = free_port()
     command = [
