@@ -219,3 +219,14 @@ def test_proxy_bounds_header_size_request_time_and_connections() -> None:
         assert re.search(rf"^\s*{directive}\s", text, re.MULTILINE), directive
     assert "proxy_pass http://notes_api;" in text
     assert "server notes-api:8000" in text
+
+
+def test_every_alert_has_a_runbook_section_and_a_unit_test() -> None:
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules/platform.yml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    runbook = (ROOT / "docs/operations.md").read_text()
+    tested = "\n".join(p.read_text() for p in (ROOT / "deploy/prometheus/tests").glob("*.yml"))
+    for name, rule in alerts.items():
+        assert rule["annotations"]["runbook"] == f"docs/operations.md#{name.lower()}", name
+        assert f"\n### {name}\n" in runbook, f"docs/operations.md has no section for {name}"
+        assert f"alertname: {name}\n" in tested, f"no promtool unit test for {name}"
