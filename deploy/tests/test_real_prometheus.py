@@ -65,10 +65,13 @@ catch_up_window_seconds = 3600
 """
 """A schedule that fires every second, for the scheduler's panels (used where it is installed)."""
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("prometheus") is None,
-    reason="no prometheus binary: apt-get install --no-install-recommends prometheus",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None,
+        reason="no prometheus binary: apt-get install --no-install-recommends prometheus",
+    ),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary"),
+]
 
 
 def free_port() -> int:
