@@ -14,22 +14,29 @@ import sys
 from pathlib import Path
 
 from grafana_foundation_sdk.builders import dashboard as gdash
-from grafana_foundation_sdk.builders import logs, loki, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import logs, loki, prometheus, stat, table, tempo, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import DataSourceRef
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from panels import DASHBOARDS, LOKI_UID, Panel
+from panels import DASHBOARDS, LOKI_UID, TEMPO_UID, Panel
 
 OUT = Path(__file__).resolve().parent.parent / "grafana" / "dashboards"
 WIDTH, HEIGHT = 12, 8
 
 
 def _panel(spec: Panel) -> object:
-    source = DataSourceRef(type_val="loki" if spec.datasource == LOKI_UID else "prometheus",
-                           uid=spec.datasource)  # fmt: skip
-    builder: timeseries.Panel | stat.Panel | logs.Panel
-    if spec.kind == "logs":
+    kinds = {LOKI_UID: "loki", TEMPO_UID: "tempo"}
+    source = DataSourceRef(type_val=kinds.get(spec.datasource, "prometheus"), uid=spec.datasource)
+    builder: timeseries.Panel | stat.Panel | logs.Panel | table.Panel
+    if spec.kind == "traces":
+        builder = table.Panel()
+        for i, query in enumerate(spec.queries):
+            builder.with_target(
+                tempo.TempoQuery().query_type("traceql").query(query.expr).limit(20)
+                .ref_id(chr(65 + i))
+            )  # fmt: skip
+    elif spec.kind == "logs":
         builder = logs.Panel().show_time(True).wrap_log_message(True)
         for i, query in enumerate(spec.queries):
             builder.with_target(loki.Dataquery().expr(query.expr).ref_id(chr(65 + i)))

@@ -30,7 +30,7 @@ class Query:
 
 @dataclass(frozen=True)
 class Panel:
-    """One panel; ``kind`` is a Grafana panel type (timeseries, stat, logs)."""
+    """One panel; ``kind``: timeseries, stat, logs (Loki) or traces (a Tempo TraceQL table)."""
 
     title: str
     queries: tuple[Query, ...]
@@ -292,6 +292,13 @@ JOBS: tuple[Panel, ...] = (
         ),
         "ops",
         description="Each succeeded chunk wrote one child archive job per item (≤ 1,000).",
+    ),
+    Panel(
+        "Failed job runs (traces)",
+        (Query('{ span.job.id != "" && status = error }'),),
+        kind="traces",
+        datasource=TEMPO_UID,
+        description="Consumer spans that ended in an error (a retry or a dead letter): open one.",
     ),
     Panel(
         "Dead letters → trace",
