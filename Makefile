@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # After `sync`, the virtualenv's own scripts: `uv run` would add a third of a second to each start.
 VENV := $(or $(UV_PROJECT_ENVIRONMENT),.venv)
 
-.PHONY: help bootstrap sync run key test chaos lint fmt schemas new-consumer new-job bench stop clean
+.PHONY: help bootstrap sync run key test chaos lint fmt schemas new-consumer new-job bench stop clean up down dashboards deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -51,7 +51,7 @@ chaos: sync ## full-size and process-killing tests
 	$(UV) run --locked pytest -m chaos $(PYTEST_ARGS); rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "chaos: no chaos tests collected"; exit 0; fi; exit $$rc
 
-lint: sync ## ruff, ruff format --check, mypy, import-linter, workflow schema, schema and AsyncAPI drift
+lint: sync ## ruff, ruff format --check, mypy, import-linter, workflow schema, schema and AsyncAPI drift, deploy-check
 	$(UV) run --locked ruff check .
 	$(UV) run --locked ruff format --check .
 	$(UV) run --locked mypy
@@ -59,6 +59,38 @@ lint: sync ## ruff, ruff format --check, mypy, import-linter, workflow schema, s
 	$(UV) run --locked check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(UV) run --locked python scripts/export_schemas.py --check
 	$(UV) run --locked python scripts/export_asyncapi.py --check
+	$(MAKE) --no-print-directory deploy-check
+
+# The container stack: needs Docker and deploy/.env (from deploy/env.example). Not run on the dev
+# machines (no engine); `make deploy-check` validates everything it can offline.
+COMPOSE := docker compose --env-file deploy/.env -f docker-compose.yml
+
+up: ## start the full container stack (Docker; credentials in deploy/.env)
+	@test -f deploy/.env || { echo "copy deploy/env.example to deploy/.env and set its passwords"; exit 1; }
+	@! grep -q '=change-me$$' deploy/.env || { echo "deploy/.env still has a change-me password"; exit 1; }
+	$(COMPOSE) up -d --wait
+
+down: ## stop the container stack (volumes kept)
+	$(COMPOSE) down
+
+dashboards: sync ## regenerate Grafana dashboards and the compose scrape config from code
+	$(UV) run --locked python deploy/dashboards/build.py
+	$(UV) run --locked python deploy/stack.py
+
+# Offline checks of deploy/ (also run by `make lint`): the compose file, the Dockerfile, generated
+# files up to date; promtool's config and rule checks and rule unit tests where promtool is installed.
+deploy-check: sync ## validate deploy/ offline: compose config, hadolint, promtool, dashboard drift
+	$(VENV)/bin/docker-compose --env-file deploy/env.example -f docker-compose.yml config -q
+	$(UV) run --locked check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(VENV)/bin/hadolint deploy/Dockerfile
+	$(UV) run --locked python deploy/stack.py --check
+	$(UV) run --locked python deploy/dashboards/build.py --check
+	@if command -v promtool >/dev/null; then \
+		set -e; \
+		promtool check config --syntax-only deploy/prometheus/prometheus.yml; \
+		promtool check rules deploy/prometheus/rules/*.yml; \
+		promtool test rules deploy/prometheus/tests/*.yml; \
+	else echo "deploy-check: promtool not installed (apt-get install --no-install-recommends prometheus): rules not checked"; fi
 
 fmt: sync ## apply ruff's fixes and formatting
 	$(UV) run --locked ruff check --fix .

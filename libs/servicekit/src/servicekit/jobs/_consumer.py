@@ -44,6 +44,7 @@ from servicekit.jobs._outbound import Outbound
 from servicekit.jobs._pending import PendingEntries, first_of, is_group_loss
 from servicekit.jobs.routing import Route
 from servicekit.keys import StreamKeys
+from servicekit.metrics import observe_with_trace
 
 __all__ = ["BatchRouteConsumer", "GroupLostError", "RouteConsumer"]
 
@@ -319,19 +320,19 @@ class RouteConsumer:
         try:
             await self._call_handler(event)
         except SkipJob as skip:
-            duration.observe(time.perf_counter() - started)
+            observe_with_trace(duration, time.perf_counter() - started)
             self._ack(delivery)
             if carries_jobs:
                 self.lifecycle.skipped(event, delivery, self.group, str(skip))
             self._count(delivery.stream, "skipped")
             return
         except Exception as exc:
-            duration.observe(time.perf_counter() - started)
+            observe_with_trace(duration, time.perf_counter() - started)
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             await self.failures.handle(delivery, event, exc)
             return
-        duration.observe(time.perf_counter() - started)
+        observe_with_trace(duration, time.perf_counter() - started)
         self._ack(delivery)
         if carries_jobs:
             self.lifecycle.succeeded(event, delivery, self.group)
@@ -534,7 +535,7 @@ class BatchRouteConsumer(RouteConsumer):
         try:
             await self._call_handler([event for _, event, _ in admitted])
         except SkipJob as skip:
-            duration.observe(time.perf_counter() - started)
+            observe_with_trace(duration, time.perf_counter() - started)
             for delivery, event, _ in admitted:
                 self._ack(delivery)
                 if carries_jobs:
@@ -542,12 +543,12 @@ class BatchRouteConsumer(RouteConsumer):
                 self._count(delivery.stream, "skipped")
             return
         except Exception as exc:
-            duration.observe(time.perf_counter() - started)
+            observe_with_trace(duration, time.perf_counter() - started)
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             await self._route_failures(admitted, exc)
             return
-        duration.observe(time.perf_counter() - started)
+        observe_with_trace(duration, time.perf_counter() - started)
         for delivery, event, _ in admitted:
             self._ack(delivery)
             if carries_jobs:

@@ -57,7 +57,7 @@ class JobMetrics:
         )
         self.duration = Histogram(
             "job_duration_seconds",
-            "Handler run time per delivery.",
+            "Handler run time per delivery (exemplar: the trace id).",
             labels,
             buckets=_DURATION_BUCKETS,
             registry=registry,
