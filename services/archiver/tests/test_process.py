@@ -128,6 +128,10 @@ async def test_process_serves_ops_archives_and_exits_zero_on_sigterm(
     archiver_process.start("archiver-1")
     await archiver_process.ready()
     assert archiver_process.status("/healthz") == 200
+    with urllib.request.urlopen(archiver_process.ops + "/metrics", timeout=1) as response:
+        metrics = response.read().decode()
+    assert "db_pool_checked_out" in metrics  # the pool's saturation, for the service dashboard
+    assert "process_cpu_seconds_total" in metrics
 
     created = note_created()
     await publish(redis_client, keys, NOTES_CREATED, created)

@@ -5,6 +5,7 @@ import re
 import httpx
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notes_api.app import create_app
@@ -37,6 +38,14 @@ async def test_requests_get_http_and_sql_spans_red_metrics_by_route_and_a_keyles
         "http_requests_total", {"method": "GET", "route": "/v1/notes/{note_id}", "status": "200"}
     )
     assert sample == 1.0
+    # The latency histogram links to traces: each observation carries its trace id as exemplar.
+    exposition = generate_openmetrics(telemetry.registry).decode()
+    traces = {format(span.context.trace_id, "032x") for span in spans.get_finished_spans()}
+    exemplars = re.findall(
+        r'http_request_duration_seconds_bucket\{[^}]*\} \S+ # \{trace_id="(\w+)"\}', exposition
+    )
+    assert exemplars
+    assert set(exemplars) <= traces
     output = logs.getvalue()
     assert "http.request_completed" in output
     assert key not in output

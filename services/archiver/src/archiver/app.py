@@ -23,7 +23,7 @@ async def run(settings: ArchiverSettings, stop: asyncio.Event) -> int:
     """Consume until ``stop``; publish and purge the outbox alongside; return the exit code."""
     telemetry = setup_telemetry(settings)
     redis = create_redis(settings)
-    engine = create_database_engine(settings)
+    engine = create_database_engine(settings, registry=telemetry.registry)  # db_pool_* metrics
     relay = OutboxRelay(
         engine,
         redis,

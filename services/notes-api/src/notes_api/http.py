@@ -20,6 +20,7 @@ from notes_api.errors import Problem, problem_response
 from notes_api.ratelimit import Limit, RateLimiter
 from notes_api.request_ids import HEADER, answering, request_id_for
 from servicekit import get_logger
+from servicekit.metrics import observe_with_trace
 
 _log = get_logger("notes_api.access")
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -151,7 +152,7 @@ class RequestMetrics:
             route = route_template(scope, self.routes)
             method = scope["method"]
             self.requests.labels(method, route, str(status["code"])).inc()
-            self.duration.labels(method, route).observe(elapsed)
+            observe_with_trace(self.duration.labels(method, route), elapsed)  # Tempo link
             _log.info(
                 "http.request_completed", method=method, route=route, path=scope.get("path"),
                 status=status["code"], duration_ms=round(elapsed * 1000, 2),

@@ -24,7 +24,7 @@ from servicekit import (
 async def run(stop: asyncio.Event) -> int:
     settings = WorkerSettings()
     telemetry = setup_telemetry(settings)
-    engine = create_database_engine(settings)
+    engine = create_database_engine(settings, registry=telemetry.registry)  # db_pool_* metrics
     redis = create_redis(settings)
     keys = StreamKeys(settings.stream_prefix)
     relay = OutboxRelay(
