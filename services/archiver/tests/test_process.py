@@ -66,6 +66,10 @@ class ArchiverProcess:
         except OSError:
             return 0
 
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.ops + "/metrics", timeout=1) as response:
+            return str(response.read().decode())
+
     async def ready(self) -> None:
         async def answers() -> bool:
             return await asyncio.to_thread(self.status, "/readyz") == 200
@@ -128,8 +132,7 @@ async def test_process_serves_ops_archives_and_exits_zero_on_sigterm(
     archiver_process.start("archiver-1")
     await archiver_process.ready()
     assert archiver_process.status("/healthz") == 200
-    with urllib.request.urlopen(archiver_process.ops + "/metrics", timeout=1) as response:
-        metrics = response.read().decode()
+    metrics = await asyncio.to_thread(archiver_process.metrics)
     assert "db_pool_checked_out" in metrics  # the pool's saturation, for the service dashboard
     assert "process_cpu_seconds_total" in metrics
 
