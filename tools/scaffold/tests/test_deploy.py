@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from scaffold.deploy import ACL, COMPOSE, access, add_compose_service, register
-from scaffold.generate import new_consumer, new_job
+from scaffold.generate import free_ops_port, new_consumer, new_job
 
 from .conftest import ROOT
 
@@ -116,3 +116,15 @@ def test_without_deploy_files_registration_only_says_what_to_add(tmp_path: Path)
     assert [path for path, _ in done] == [None]
     assert "add thumbnailer to the stack by hand" in done[0][1]
     assert "OPS_PORT=9105" in done[0][1]
+
+
+def test_ops_port_skips_ports_the_deploy_stacks_targets_claim(workspace: Path) -> None:
+    stack = workspace / "deploy" / "stack.py"
+    stack.write_text(
+        stack.read_text().replace(
+            "    # scaffold: new targets above this line",
+            '    Target("indexer", "indexer", ("indexer",), 9110),\n'
+            "    # scaffold: new targets above this line",
+        )
+    )
+    assert free_ops_port(workspace) == 9111
