@@ -269,11 +269,13 @@ class Access:
     """``~{tag}*`` per family it reads (the stream, its companions, its dead letters)."""
     writes: tuple[str, ...]
     """``%W~...`` for what it may XADD: its streams' dead letters and the catalogue's streams."""
+    job_families: tuple[str, ...] = ()
+    """``~{jobs.<type>}*`` of every queued job type (any service's): see ``add_job_family``."""
 
 
 _CONTRACTS_SAY = """
 import json, sys
-from contracts import CATALOGUE, Service, groups_for
+from contracts import CATALOGUE, QUEUED_JOB_TYPES, Service, groups_for, job_streams
 from servicekit.keys import StreamKeys, family
 service, keys = Service(sys.argv[1]), StreamKeys()
 def pattern(stream):
@@ -285,6 +287,7 @@ print(json.dumps({
     "writes": list(dict.fromkeys(
         ["%W~" + pattern(s) for s in produced] + ["%W~" + pattern(s) + ".dlq" for s in reads]
     )),
+    "job_families": ["~" + keys.tag(job_streams(t)[0]) + "*" for t in QUEUED_JOB_TYPES],
 }))
 """
 
@@ -307,7 +310,7 @@ def access(root: Path, service: str) -> Access:
     if done.returncode != 0:
         raise ScaffoldError(f"reading {service}'s streams from contracts failed:\n{done.stderr}")
     said = json.loads(done.stdout)
-    return Access(tuple(said["reads"]), tuple(said["writes"]))
+    return Access(tuple(said["reads"]), tuple(said["writes"]), tuple(said["job_families"]))
 
 
 def _acl_parts(line: str) -> tuple[list[str], list[str]]:
@@ -460,9 +463,39 @@ def register(root: Path, *, name: str, port: int, python: str = sys.executable) 
     yield Path("deploy/prometheus/prometheus.yml"), ""
 
 
-def refresh(root: Path, *, service: str) -> Iterator[Note]:
-    """After a new job: the service's ACL user gets the new streams' patterns, if it has one."""
-    if (root / ACL).is_file() and _edit(
-        root, ACL, lambda t: refresh_acl_user(t, root=root, name=service)
+def add_job_family(text: str, *, families: tuple[str, ...], new: str) -> str:
+    """Return the ACL template with ``new`` (``~{jobs.<type>}*``) for users of every job type.
+
+    A user whose patterns name every other queued job type's family handles jobs of any type: the
+    scheduler, whose release script moves a delayed job of whatever type to its stream (through
+    ``{jobs.<type>}:delayed``). It needs the new type too. A user that reads or writes some job
+    types only (the archiver, notes-api's worker) is left alone.
+    """
+    others = [f for f in families if f != new]
+    lines = text.splitlines()
+    for index, line in enumerate(lines):
+        head, _ = _acl_parts(line)
+        if not line.startswith("user ") or not others or new in head:
+            continue
+        if all(family in head for family in others):
+            at = max(head.index(family) for family in others) + 1
+            lines[index] = line.replace(" ".join(head), " ".join([*head[:at], new, *head[at:]]), 1)
+    return "\n".join(lines) + "\n"
+
+
+def refresh(root: Path, *, service: str, job: str) -> Iterator[Note]:
+    """After a new job: ACL users get what the new job type needs of them.
+
+    The service's user (if it has one) its streams' patterns; the users that handle every job
+    type (the scheduler) the new type's family.
+    """
+    if not (root / ACL).is_file():
+        return
+    families = access(root, service).job_families
+    new = f"~{{jobs.{job}}}*"
+    if new in families and _edit(
+        root, ACL, lambda t: add_job_family(t, families=families, new=new)
     ):
+        yield ACL, f"{ACL}: users that handle every job type may touch jobs.{job}'s keys"
+    if _edit(root, ACL, lambda t: refresh_acl_user(t, root=root, name=service)):
         yield ACL, f"{ACL}: {service}'s ACL user reads the new job's streams"

@@ -356,7 +356,9 @@ def new_job(
         purpose=str(answers["description"]),
         report=report,
     )
-    for widened, _ in deploy.refresh(root, service=service):  # its ACL user reads the new streams
+    for widened, _ in deploy.refresh(
+        root, service=service, job=job
+    ):  # its ACL user reads the new streams
         if widened is not None:
             report.touch(root, root / widened, True)
     _tidy(root, report)
