@@ -53,6 +53,7 @@ TARGETS: tuple[Target, ...] = (
     Target("archiver", "archiver", ("archiver",), 9102),
     Target("scheduler", "scheduler", ("scheduler",), 9103, needs_postgres=False),
     Target("fanout", "fanout", ("fanout",), 9104),
+    # scaffold: new targets above this line
 )
 """Every process; ports from the process table in DESIGN.md."""
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack import ROOT
+from stack import ROOT, TARGETS
 
 TEMPLATE = ROOT / "deploy" / "redis" / "users.acl.template"
 
@@ -58,15 +58,15 @@ def _server_version() -> tuple[int, ...]:
 
 
 def render_acl() -> str:
-    """The ACL file with test passwords; WAITAOF (Redis 7.2+) dropped on an older server."""
-    placeholders = {
-        "REDIS_ADMIN": "admin", "NOTES_API_REDIS": "notes-api",
-        "NOTES_API_WORKER_REDIS": "notes-api-worker", "ARCHIVER_REDIS": "archiver",
-        "SCHEDULER_REDIS": "scheduler", "FANOUT_REDIS": "fanout",
-    }  # fmt: skip
-    acl = re.sub(
-        r"@([A-Z_]+)_PASSWORD@", lambda m: password(placeholders[m.group(1)]), TEMPLATE.read_text()
+    """The ACL file with test passwords, as start.sh renders it (``#`` lines dropped: Redis takes
+    no comments there); WAITAOF (Redis 7.2+) dropped on an older server."""
+    placeholders = {"REDIS_ADMIN": "admin"} | {
+        f"{t.name.upper().replace('-', '_')}_REDIS": t.name for t in TARGETS
+    }
+    template = "".join(
+        line for line in TEMPLATE.read_text().splitlines(keepends=True) if not line.startswith("#")
     )
+    acl = re.sub(r"@([A-Z_]+)_PASSWORD@", lambda m: password(placeholders[m.group(1)]), template)
     if _server_version() < (7, 2):
         acl = acl.replace(" +waitaof", "")
     return acl

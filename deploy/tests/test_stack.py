@@ -118,6 +118,22 @@ def test_image_workflow_builds_each_package_when_it_or_a_lib_it_uses_changes() -
             assert {f"libs/{lib}/**" for lib in used} <= paths, package
 
 
+def test_every_target_has_its_redis_password_and_image_tag_everywhere() -> None:
+    """A process added to TARGETS (by hand or by `make new-consumer`) needs each of these places."""
+    start = (ROOT / "deploy/redis/start.sh").read_text()
+    env = (ROOT / "deploy/env.example").read_text()
+    acl = (ROOT / "deploy/redis/users.acl.template").read_text()
+    redis_env = SERVICES["redis"]["environment"]
+    for target in TARGETS:
+        variable = f"{target.name.upper().replace('-', '_')}_REDIS_PASSWORD"
+        assert redis_env[variable] == f"${{{variable}:?set in deploy/.env}}", target.name
+        assert f'-e "s|@{variable}@|${{{variable}}}|" \\\n' in start, target.name
+        assert f"\n{variable}=change-me\n" in env, target.name
+        assert f"\nuser {target.name} on >@{variable}@ " in acl, target.name
+    for package in PACKAGES:
+        assert f"\n{package.upper().replace('-', '_')}_TAG=" in env, package
+
+
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server binary")
 def test_redis_acl_users_load_and_are_confined(tmp_path: Path) -> None:
     """Only the archiver writes the results notes-api's worker trusts; none leaves its keys."""

@@ -3,7 +3,8 @@
 In a copy of the workspace with a virtualenv of its own: ``scaffold new-consumer`` and
 ``scaffold new-job`` as a developer runs them (through ``make``'s ``scaffold``), then ``make lint``
 and the tests of the new service and of the packages that check every service (contracts, the
-devstack workspace test).
+devstack workspace test, the deploy stack's consistency tests, which hold compose, the ACL file and
+the image workflow to ``deploy/stack.py``'s ``TARGETS``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def test_a_generated_consumer_and_job_pass_lint_and_tests(tmp_path: Path) -> Non
 
     assert (workspace / "docs" / "asyncapi" / "thumbnailer.yaml").is_file()
     assert (workspace / "docs" / "events" / "jobs.resize_image.requested.v1.json").is_file()
+    acl = (workspace / "deploy" / "redis" / "users.acl.template").read_text()
+    assert "~{jobs.thumbnail}* ~{jobs.resize_image}*" in acl, "new-job widened its ACL user"
     run(workspace, "make", "lint")
     run(
         workspace,
@@ -52,4 +55,5 @@ def test_a_generated_consumer_and_job_pass_lint_and_tests(tmp_path: Path) -> Non
         "services/thumbnailer",
         "libs/contracts",
         "tools/devstack/tests/test_workspace.py",
+        "deploy/tests/test_stack.py",
     )

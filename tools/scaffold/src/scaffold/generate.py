@@ -2,13 +2,14 @@
 
 ``new_consumer`` renders ``templates/consumer`` (the archiver's shape) into the workspace root and
 registers the service: its ``contracts.Service`` member, the root pyproject's import-linter and
-mypy lists, the AsyncAPI export, the process table in ARCHITECTURE.md, README's ops ports and, when
-the deploy files exist, compose and Prometheus. It then adds the service's first job with
-``new_job``, which renders ``templates/job`` into a scratch directory, moves the new files into
-place, appends the handler to the service's ``handlers.py`` and registers the job in contracts
-(``JobType``, its streams, the catalogue, the consumer groups). Finally, unless ``sync`` is off, it
-locks and syncs the workspace, fixes import order and formatting of what it touched, and rewrites
-the schemas (``make schemas``), so ``make lint`` and ``make test`` pass right away.
+mypy lists, the AsyncAPI export, the process table in ARCHITECTURE.md and README's ops ports. It
+then adds the service's first job with ``new_job``, which renders ``templates/job`` into a scratch
+directory, moves the new files into place, appends the handler to the service's ``handlers.py`` and
+registers the job in contracts (``JobType``, its streams, the catalogue, the consumer groups). Only
+then is the service registered in the deploy stack (``scaffold.deploy``: target, compose entries,
+image filter, and a Redis ACL user derived from the groups just declared). Finally, unless ``sync``
+is off, it locks and syncs the workspace, fixes import order and formatting of what it touched, and
+rewrites the schemas (``make schemas``), so ``make lint`` and ``make test`` pass right away.
 """
 
 from __future__ import annotations
@@ -94,6 +95,9 @@ def used_ops_ports(root: Path) -> set[int]:
     architecture = root / "ARCHITECTURE.md"
     if architecture.exists():  # services other branches are adding are listed there first
         ports.update(int(p) for p in re.findall(r"\|\s*(91\d\d)\b", architecture.read_text()))
+    stack = root / deploy.STACK
+    if stack.exists():  # the deploy stack's targets (a process without a pyproject of its own)
+        ports.update(int(p) for p in re.findall(r"Target\([^)]*\), (91\d\d)\b", stack.read_text()))
     return ports
 
 
@@ -163,6 +167,7 @@ def new_consumer(
     report.created += job_report.created
     report.changed += [p for p in job_report.changed if p not in report.changed + report.created]
     report.notes += job_report.notes
+    _register_deploy(root, name=name, port=port, report=report)
     _tidy(root, report)
     if sync:
         _lock_and_sync(root, report)
@@ -225,10 +230,14 @@ def _register_service(
     if readme.exists():
         report.touch(root, readme, update(readme, _add_ops_port, name=name, port=port))
         report.touch(root, readme, update(readme, _add_layout_row, name=name, text=description))
-    for path, note in deploy.register(root, name=name, port=port):
+
+
+def _register_deploy(root: Path, *, name: str, port: int, report: Report) -> None:
+    """After the job's groups exist: the ACL user is derived from what the service reads."""
+    for path, note in deploy.register(root, name=name, port=port, python=_python(root)):
         if path is not None:
-            report.touch(root, path, True)
-        if note:
+            report.touch(root, root / path, True)
+        if note and (path is None or path == deploy.ACL):
             report.notes.append(note)
 
 
@@ -347,6 +356,11 @@ def new_job(
         purpose=str(answers["description"]),
         report=report,
     )
+    for widened, _ in deploy.refresh(
+        root, service=service, job=job
+    ):  # its ACL user reads the new streams
+        if widened is not None:
+            report.touch(root, root / widened, True)
     _tidy(root, report)
     if sync:
         _export_schemas(root, report)
