@@ -19,6 +19,7 @@ from contracts import (
     job_stream,
     job_streams,
 )
+from contracts.groups import _NOTE_CHANGES as NOTE_CHANGES
 from contracts.groups import _reads
 
 
@@ -92,8 +93,9 @@ def test_a_service_may_read_one_stream_in_several_isolated_groups() -> None:
 def test_groups_for_a_service_lists_only_its_groups() -> None:
     scheduler = groups_for("scheduler")
     assert [(g.stream, g.group) for g in scheduler] == [("jobs.delayed.v1", "scheduler")]
-    assert {g.stream for g in groups_for(Service.FANOUT)} == set(
-        job_streams(JobType.BULK_ARCHIVE_CHUNK)
-    )
+    assert {(g.stream, g.group) for g in groups_for(Service.FANOUT)} == {
+        *((s, "fanout") for s in job_streams(JobType.BULK_ARCHIVE_CHUNK)),
+        *((s, g) for s in NOTE_CHANGES for g in ("fanout.audit", "fanout.activity")),
+    }
     assert len(groups_for(Service.ARCHIVER)) == 9
     assert groups_for(Service.NOTES_API) == ()

@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.envelope import Event
 from servicekit.inbox import record_deliveries, record_delivery
-from servicekit.outbox import add_to_outbox
+from servicekit.outbox import add_all_to_outbox, add_to_outbox
 
 __all__ = [
     "BatchTransaction",
@@ -65,6 +65,18 @@ class HandlerTransaction:
             raise RuntimeError("an event that was already processed must not emit again")
         await add_to_outbox(
             self.connection, self.schema, event, stream=stream, aggregate_id=aggregate_id
+        )
+
+    async def emit_all(self, events: Sequence[Event], *, stream: str, linked: bool = False) -> int:
+        """Add a fan-out's ``events`` to the outbox in one statement; return how many were new.
+
+        See :func:`~servicekit.outbox.add_all_to_outbox` (``linked``: each starts its own trace,
+        linked to the current span).
+        """
+        if self.already_processed:
+            raise RuntimeError("an event that was already processed must not emit again")
+        return await add_all_to_outbox(
+            self.connection, self.schema, events, stream=stream, linked=linked
         )
 
 

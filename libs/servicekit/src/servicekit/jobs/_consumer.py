@@ -35,6 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from contracts import Event
 from servicekit.errors import SkipJob
+from servicekit.headers import LINK_TRACEPARENT
 from servicekit.jobs._codec import FOR_GROUP_FIELD, EntryDecoder, UndecodableEntry, parent_context
 from servicekit.jobs._delivery import Delivery
 from servicekit.jobs._failures import FailureRouter
@@ -380,6 +381,11 @@ class RouteConsumer:
                     failed_context, {"job.redriven_from": str(headers.get("redriven_from", ""))}
                 )
             )
+        linked = headers.get(LINK_TRACEPARENT)
+        if isinstance(linked, str):
+            # A fan-out's child: its own trace, linked to the span that created it.
+            linked_context = trace.get_current_span(parent_context(linked)).get_span_context()
+            links.append(trace.Link(linked_context, {"job.fanout_link": True}))
         traceparent = headers.get("traceparent")
         return self.tracer.start_span(
             self._span_names[delivery.stream],
@@ -604,6 +610,10 @@ class BatchRouteConsumer(RouteConsumer):
                         failed_context, {"job.redriven_from": str(headers.get("redriven_from", ""))}
                     )
                 )
+            linked = headers.get(LINK_TRACEPARENT)
+            if isinstance(linked, str):
+                linked_context = trace.get_current_span(parent_context(linked)).get_span_context()
+                links.append(trace.Link(linked_context, {"job.fanout_link": True}))
         first = admitted[0][0]
         return self.tracer.start_span(
             self._batch_span_name,
