@@ -80,6 +80,7 @@ async def test_jobs_finished_longer_ago_than_the_retention_period_are_purged_wit
     running_bulk = await _bulk(client, alice, "half", 2)
     finished_child_of_running = (await _chunk_notes(engine, running_bulk))[0]
     await _archive_child(store, running_bulk, finished_child_of_running)
+    await store.count_parents()
     statuses = await _statuses(engine)
     assert statuses[done_bulk] == "succeeded"
     assert statuses[running_bulk] == "running"

@@ -159,6 +159,8 @@ async def test_bulk_children_count_into_parent_progress_with_progress_and_comple
     success = archived(first, child[first["id"]], parent_job_id=UUID(parent))
     await mark_note_archived(success, store)
     await mark_note_archived(success.model_copy(update={"event_id": uuid4()}), store)
+    assert (await _job(client, alice, parent))["progress"]["succeeded"] == 0  # not yet counted
+    assert await store.count_parents() == 1
     progress = (await _job(client, alice, parent))["progress"]
     assert progress == {"total": 3, "succeeded": 1, "failed": 0, "skipped": 0}
     assert (await _job(client, alice, parent))["status"] == "running"
@@ -167,13 +169,15 @@ async def test_bulk_children_count_into_parent_progress_with_progress_and_comple
     await record_job_status(attempt(JobDeadLettered, child[third["id"]], 5, attempts=5,
                             error_class="E", error_message="m", dead_letter_stream="d",
                             dead_letter_id="1-0", parent_job_id=UUID(parent)), store)  # fmt: skip
+    assert await store.count_parents() == 1  # both children in one round
+    assert await store.count_parents() == 0  # nothing new
     job = await _job(client, alice, parent)
     assert job["progress"] == {"total": 3, "succeeded": 1, "failed": 1, "skipped": 1}
     assert job["status"] == "failed"
     *progress_events, completed = await outbox(engine, JOBS_LIFECYCLE)
     counts = [tuple(e["payload"][k] for k in ("succeeded", "failed", "skipped"))
               for e in progress_events]  # fmt: skip
-    assert counts == [(1, 0, 0), (1, 0, 1), (1, 1, 1)]  # one progress event per counted child
+    assert counts == [(1, 0, 0), (1, 1, 1)]  # one progress event per round of counting
     assert {e["payload"]["type"] for e in progress_events} == {"jobs.lifecycle.progress.v1"}
     assert {(e["payload"]["job_id"], e["payload"]["total"]) for e in progress_events} == {
         (parent, 3)
