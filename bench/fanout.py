@@ -3,13 +3,13 @@
 Issue 14's figures, per run, on a fresh database and key prefix:
 
 1. ``BENCH_FANOUT_NOTES`` (10,000) notes for each of two owners, written with one ``INSERT ...
-   SELECT`` each, and their ``notes.created.v1`` events published in pipelines; the archiver
-   alone runs until it has every version.
+   SELECT`` each, and their ``notes.created.v1`` events published in pipelines; the archiver and
+   fanout (whose audit trail reads them too) run until they have every one.
 2. **archiver alone**: ``N`` plain archive jobs (no parent) for the first owner's notes enqueued
    on ``jobs.archive.low`` at once; the time until the archiver has frozen all ``N`` (its
    snapshots) is the drain rate. Its results and lifecycle events are then deleted, so the
    worker started next does not replay them.
-3. **end to end**: notes-api (serve), its worker and fanout start; ``POST /v1/notes:bulk-archive``
+3. **end to end**: notes-api (serve) and its worker start; ``POST /v1/notes:bulk-archive``
    with ``{"all": true}`` for the second owner, then ``GET /v1/jobs/{parent}`` every 50 ms until
    it is ``succeeded``: ``N`` over that time is the end-to-end rate. **Children published**: ``N``
    over the time from the request to the last child's entry on ``jobs.archive.low`` (its id is
@@ -25,11 +25,13 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -38,7 +40,7 @@ from redis.asyncio import Redis
 
 from bench.common import REDIS_URL, env_int
 from bench.http_api import Say
-from bench.http_servers import _free_port, _spawn, _stop, fresh_database
+from bench.http_servers import _free_port, _stop, fresh_database
 from bench.report import Row, Target, run_alone
 from contracts import (
     JOBS_LIFECYCLE,
@@ -56,6 +58,17 @@ from servicekit.jobs._codec import encode_event
 TARGET_NOTES_PER_SECOND = 1000.0
 DRAIN_OWNER, BULK_OWNER = "bench-drain", "bench"  # `fresh_database` makes bench's key
 LOW_ARCHIVE = job_stream("archive", Priority.LOW)
+
+
+LOGS = Path(".bench/fanout-logs")
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A process of the platform, its output in .bench/fanout-logs/ (a pipe nobody reads fills)."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    name = argv[2] if len(argv) > 2 else "process"
+    with (LOGS / f"{name}.log").open("ab") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=log)
 
 
 def enabled() -> bool:
@@ -143,14 +156,14 @@ async def one_run(n: int, say: Say) -> Run:
             try:
                 await _fill(connection, redis, keys, n)
                 ops = {name: _free_port() for name in ("archiver", "worker", "fanout", "api")}
-                archiver = _spawn(
-                    [sys.executable, "-m", "archiver"], {**env, "OPS_PORT": str(ops["archiver"])}
-                )
-                processes.append(archiver)
+                for service in ("archiver", "fanout"):  # fanout audits the note events too
+                    argv = [sys.executable, "-m", service]
+                    processes.append(_spawn(argv, {**env, "OPS_PORT": str(ops[service])}))
 
                 async def ingested() -> bool:
-                    found = await _count(connection, "SELECT count(*) FROM archiver.note_versions")
-                    return found >= 2 * n
+                    versions = "SELECT count(*) FROM archiver.note_versions"
+                    audited = "SELECT count(*) FROM fanout.note_changes"
+                    return min([await _count(connection, q) for q in (versions, audited)]) >= 2 * n
 
                 await _until(ingested, 120 + n / 50, "the archiver has every note", every=0.2)
 
@@ -181,13 +194,12 @@ async def one_run(n: int, say: Say) -> Run:
                 api_port = _free_port()
                 starts = {
                     "notes-api-worker": ([sys.executable, "-m", "notes_api.worker"], "worker"),
-                    "fanout": ([sys.executable, "-m", "fanout"], "fanout"),
                     "notes-api": ([sys.executable, "-m", "notes_api", "serve"], "api"),
                 }
                 for argv, port in starts.values():
                     extra = {"OPS_PORT": str(ops[port]), "PORT": str(api_port)}
                     processes.append(_spawn(argv, {**env, **extra}))
-                for port in ("worker", "fanout", "api"):
+                for port in ("worker", "api"):
                     await _ready(ops[port])
 
                 headers = {"Authorization": f"Bearer {database.key}"}

@@ -42,7 +42,7 @@ async def _archive_child(store: WorkerStore, parent: UUID, note_id: UUID) -> Non
     child = bulk_child_job_id(parent, note_id)
     event = NoteArchived(producer="archiver", owner_id="alice", note_id=note_id, version=1,
                          job_id=child, parent_job_id=parent)  # fmt: skip
-    await mark_note_archived(event, store)
+    await mark_note_archived([event], store)
 
 
 async def _chunk_notes(engine: AsyncEngine, parent: UUID) -> list[UUID]:

@@ -49,7 +49,7 @@ async def _apply(results: list[NoteArchived], store: WorkerStore) -> None:
 
     async def one(result: NoteArchived) -> None:
         async with gate:
-            await mark_note_archived(result, store)
+            await mark_note_archived([result], store)
 
     await asyncio.gather(*(one(r) for r in results))
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -338,14 +338,14 @@ class RouteConsumer:
             self.lifecycle.succeeded(event, delivery, self.group)
         self._count(delivery.stream, "succeeded")
 
-    async def _call_handler(self, event: Event | list[Event]) -> None:
+    async def _call_handler(self, event: Event | list[Event]) -> Any:
         """Run the handler under the deadline watchdog; turn its cancellation into errors."""
         task = cast("asyncio.Task[Any]", asyncio.current_task())  # always a worker task
         timed_out = False
         try:
             try:
                 self._deadlines[task] = time.monotonic() + self._timeout
-                await self.handler(event)
+                return await self.handler(event)
             finally:
                 self._deadlines.pop(task, None)
                 if task in self._timed_out:
@@ -538,7 +538,7 @@ class BatchRouteConsumer(RouteConsumer):
         duration, _ = self.metrics.for_route(admitted[0][0].stream, self.group, self._job_type)
         started = time.perf_counter()
         try:
-            await self._call_handler([event for _, event, _ in admitted])
+            outcome = await self._call_handler([event for _, event, _ in admitted])
         except SkipJob as skip:
             duration.observe(time.perf_counter() - started)
             for delivery, event, _ in admitted:
@@ -551,22 +551,38 @@ class BatchRouteConsumer(RouteConsumer):
             duration.observe(time.perf_counter() - started)
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            await self._route_failures(admitted, exc)
+            await self._route_failures([(entry, exc) for entry in admitted])
             return
         duration.observe(time.perf_counter() - started)
-        for delivery, event, _ in admitted:
-            self._ack(delivery)
-            if carries_jobs:
-                self.lifecycle.succeeded(event, delivery, self.group)
-            self._count(delivery.stream, "succeeded")
+        # A handler may settle entries one by one: it returns {event_id: exception} for the
+        # entries that did not succeed (SkipJob: skipped; any other: retried or dead-lettered).
+        settled: Mapping[Any, BaseException] = outcome if isinstance(outcome, Mapping) else {}
+        failed: list[tuple[_Admitted, Exception]] = []
+        for entry in admitted:
+            delivery, event, _ = entry
+            problem = settled.get(event.event_id)
+            if isinstance(problem, SkipJob):
+                self._ack(delivery)
+                if carries_jobs:
+                    self.lifecycle.skipped(event, delivery, self.group, str(problem))
+                self._count(delivery.stream, "skipped")
+            elif isinstance(problem, Exception):
+                failed.append((entry, problem))
+            else:
+                self._ack(delivery)
+                if carries_jobs:
+                    self.lifecycle.succeeded(event, delivery, self.group)
+                self._count(delivery.stream, "succeeded")
+        if failed:
+            await self._route_failures(failed)
 
-    async def _route_failures(self, admitted: Sequence[_Admitted], exc: Exception) -> None:
-        """Retry or dead-letter every entry; one that cannot be routed stays pending (reclaimed)."""
+    async def _route_failures(self, failed: Sequence[tuple[_Admitted, Exception]]) -> None:
+        """Retry or dead-letter each entry; one that cannot be routed stays pending (reclaimed)."""
         outcomes = await asyncio.gather(
-            *(self.failures.handle(delivery, event, exc) for delivery, event, _ in admitted),
+            *(self.failures.handle(delivery, event, exc) for (delivery, event, _), exc in failed),
             return_exceptions=True,
         )
-        for (delivery, _, _), outcome in zip(admitted, outcomes, strict=True):
+        for ((delivery, _, _), _), outcome in zip(failed, outcomes, strict=True):
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
             if isinstance(outcome, BaseException):

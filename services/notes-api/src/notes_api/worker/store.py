@@ -20,10 +20,10 @@ status, so they count as failed and the parent completes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from sqlalchemy import func, update
@@ -50,7 +50,13 @@ from notes_api.idempotency import purge_expired
 from notes_api.jobs import moves_forward
 from notes_api.models import BulkChunk, Job, Note
 from notes_api.settings import SCHEMA, NotesApiSettings
-from servicekit import HandlerTransaction, get_logger, handler_transaction
+from servicekit import (
+    BatchTransaction,
+    HandlerTransaction,
+    get_logger,
+    handler_transaction,
+    handler_transaction_batch,
+)
 
 GROUP = str(Service.NOTES_API_WORKER)
 """The worker's consumer group on every stream it reads; its inbox rows carry it."""
@@ -67,6 +73,7 @@ _BUCKET = {
 _TERMINAL = [str(s) for s in TERMINAL_STATUSES]
 _BULK_ARCHIVE_MAX_ITEMS: int = NotesApiSettings.model_fields["bulk_archive_max_items"].default
 _log = get_logger("notes_api.worker")
+E = TypeVar("E", bound=Event)
 
 
 def _job(row: Any) -> Job:
@@ -278,6 +285,22 @@ class WorkerTransaction:
         await self._tx.emit(event, stream=stream, aggregate_id=aggregate_id)
 
 
+class WorkerBatch(WorkerTransaction, Generic[E]):
+    """A batch handler's unit of work: :class:`WorkerTransaction` for each of ``new_events``.
+
+    ``new_events`` are the batch's events the worker's group has not handled before; they are
+    all handled in one transaction, in job-id order (so two batches lock rows in one order).
+    """
+
+    def __init__(self, batch: BatchTransaction[E]) -> None:
+        super().__init__(HandlerTransaction(batch.connection, SCHEMA, already_processed=False))
+        self.new_events: list[E] = sorted(batch.new_events, key=_job_id_of)
+
+
+def _job_id_of(event: Event) -> str:
+    return str(getattr(event, "job_id", ""))
+
+
 class CommandTransaction:
     """One scheduled command's unit of work.
 
@@ -363,6 +386,19 @@ class WorkerStore:
                 )
             )
             return list(found.scalars())
+
+    @asynccontextmanager
+    async def batch_transaction(self, events: Sequence[E]) -> AsyncIterator[WorkerBatch[E]]:
+        """Handle a batch once for the worker's group, in one transaction; roll back on error.
+
+        The hot path of a bulk archive: its children's results and lifecycle events.
+        """
+        async with handler_transaction_batch(
+            self._engine, schema=SCHEMA, group=GROUP, events=events
+        ) as batch:
+            work = WorkerBatch(batch)
+            yield work
+        self.count_later(work.parents_to_count)
 
     @asynccontextmanager
     async def transaction(self, event: Event | None) -> AsyncIterator[WorkerTransaction]:
