@@ -6,7 +6,9 @@ the notes-api HTTP scenario (``bench.http_api``): BENCH_HTTP (1; 0 skips), BENCH
 BENCH_HTTP_SECONDS (30), BENCH_HTTP_CAPACITY (1; 0 skips the capacity search) and the rest in
 ``bench/http_api.py``;
 ``make run``'s start (``bench.startup``): BENCH_STARTUP (1; 0 skips), BENCH_STARTUP_RUNS (3);
-``q`` over 100k notes (``bench.search``): BENCH_SEARCH (1; 0 skips) and its knobs there.
+``q`` over 100k notes (``bench.search``): BENCH_SEARCH (1; 0 skips) and its knobs there;
+a bulk archive through fanout (``bench.fanout``): BENCH_FANOUT (1; 0 skips), BENCH_FANOUT_NOTES
+(10000), BENCH_FANOUT_RUNS (3).
 
 Scenarios run in rounds (raw, FastStream, runtime 1c, runtime 2c, then again), so background load
 on the machine hits every scenario alike; each figure is the median of its rounds. Every contender
@@ -21,7 +23,7 @@ import sys
 
 from redis.asyncio import Redis
 
-from bench import faststream_sub, http_api, raw_loop, runtime, search, startup
+from bench import fanout, faststream_sub, http_api, raw_loop, runtime, search, startup
 from bench.common import REDIS_URL, Config, Drain, delete_prefix, median, run_prefix
 from bench.report import Row, Target, table, targets_text, write
 from servicekit.lifecycle import event_loop_factory
@@ -163,6 +165,13 @@ async def main() -> int:
             targets += startup_targets
         except Exception as exc:
             problems.append(f"startup benchmark failed: {exc!r}")
+    if fanout.enabled():  # issue 14: a 10,000-note bulk archive end to end vs the archiver alone
+        try:
+            fanout_rows, fanout_targets = await fanout.run(_say)
+            rows += fanout_rows
+            targets += fanout_targets
+        except Exception as exc:
+            problems.append(f"fanout benchmark failed: {exc!r}")
     path = write(rows)
     _say("")
     _say(table(rows))

@@ -1,4 +1,4 @@
-"""End-to-end fixtures: the real processes (notes-api, its worker, archiver) on a fresh database.
+"""End-to-end fixtures: the real processes (notes-api, its worker, archiver, fanout), fresh database.
 
 Each test run gets its own PostgreSQL database and Redis key prefix, so it can run beside the
 other suites. Processes are started as a user would (console scripts) and stopped with SIGTERM.
@@ -64,7 +64,7 @@ def migrated(database_url: str, redis_url: str, stream_prefix: str) -> dict[str,
         "OPS_PORT": "0",
         "LOG_LEVEL": "INFO",
     }
-    for service in ("notes-api", "archiver"):
+    for service in ("notes-api", "archiver", "fanout"):
         subprocess.run([BIN / service, "migrate"], env=env, check=True, capture_output=True)
     return env
 
@@ -77,6 +77,7 @@ def running_platform(env: dict[str, str], logs: Path) -> Iterator[Platform]:
         "notes-api": [BIN / "notes-api", "serve"],
         "notes-api-worker": [BIN / "notes-api-worker"],
         "archiver": [BIN / "archiver"],
+        "fanout": [BIN / "fanout"],
     }.items():
         log = (logs / f"{name}.log").open("wb")
         processes[name] = subprocess.Popen(
