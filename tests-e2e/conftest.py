@@ -1,4 +1,4 @@
-"""End-to-end fixtures: the real processes (notes-api, its worker, archiver, fanout), fresh database.
+"""End-to-end fixtures: the real processes (notes-api, its worker, archiver, fanout), fresh DB.
 
 Each test run gets its own PostgreSQL database and Redis key prefix, so it can run beside the
 other suites. Processes are started as a user would (console scripts) and stopped with SIGTERM.
