@@ -7,7 +7,9 @@ BENCH_HTTP_SECONDS (30), BENCH_HTTP_CAPACITY (1; 0 skips the capacity search) an
 ``bench/http_api.py``;
 ``make run``'s start (``bench.startup``): BENCH_STARTUP (1; 0 skips), BENCH_STARTUP_RUNS (3);
 ``q`` over 100k notes (``bench.search``): BENCH_SEARCH (1; 0 skips) and its knobs there;
-the scheduler's punctuality (``bench.scheduler_punctuality``): BENCH_SCHEDULER (1; 0 skips).
+the scheduler's punctuality (``bench.scheduler_punctuality``): BENCH_SCHEDULER (1; 0 skips);
+a bulk archive through fanout (``bench.fanout``): BENCH_FANOUT (1; 0 skips), BENCH_FANOUT_NOTES
+(10000), BENCH_FANOUT_RUNS (3).
 
 Scenarios run in rounds (raw, FastStream, runtime 1c, runtime 2c, then again), so background load
 on the machine hits every scenario alike; each figure is the median of its rounds. Every contender
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from bench import (
+    fanout,
     faststream_sub,
     http_api,
     raw_loop,
@@ -60,6 +63,8 @@ SCENARIOS = (
     Scenario("search", search.enabled, search.run),
     # issue 13: tick punctuality and delayed-job lateness, three replicas (BENCH_SCHEDULER=0)
     Scenario("scheduler", scheduler_punctuality.enabled, scheduler_punctuality.run),
+    # issue 14: a 10,000-note bulk archive end to end vs the archiver alone (BENCH_FANOUT=0)
+    Scenario("fanout", fanout.enabled, fanout.run),
     # issue 9: `make run` ready in < 5 s on a synced checkout (BENCH_STARTUP=0 skips)
     Scenario("startup", startup.enabled, _startup),
 )
@@ -214,7 +219,7 @@ async def main() -> int:
     _say("")
     _say(table(rows))
     _say("")
-    _say("targets (issues 3, 9, 12 and 13; reported, never failing):")
+    _say("targets (issues 3, 9, 12, 13 and 14; reported, never failing):")
     _say(targets_text(targets))
     _say(f"load avg at end {_load()} (other work on this machine skews throughput)")
     if problems:

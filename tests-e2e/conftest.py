@@ -1,5 +1,5 @@
-"""End-to-end fixtures: the real processes (notes-api, its worker, archiver, scheduler, and fanout
-where it is installed) on a fresh database.
+"""End-to-end fixtures: the real processes (notes-api, its worker, archiver, scheduler, fanout)
+on a fresh database.
 
 Each test run gets its own PostgreSQL database and Redis key prefix, so it can run beside the
 other suites. Processes are started as a user would (console scripts) and stopped with SIGTERM.
@@ -65,7 +65,7 @@ def migrated(database_url: str, redis_url: str, stream_prefix: str) -> dict[str,
         "OPS_PORT": "0",
         "LOG_LEVEL": "INFO",
     }
-    for service in ("notes-api", "archiver", *(["fanout"] if (BIN / "fanout").exists() else [])):
+    for service in ("notes-api", "archiver", "fanout"):
         subprocess.run([BIN / service, "migrate"], env=env, check=True, capture_output=True)
     return env
 
@@ -79,10 +79,7 @@ def running_platform(env: dict[str, str], logs: Path) -> Iterator[Platform]:
         "notes-api-worker": [BIN / "notes-api-worker"],
         "archiver": [BIN / "archiver"],
         "scheduler": [BIN / "scheduler"],
-    }
-    if (BIN / "fanout").exists():  # built on its own branch; bulk archives expand once it is here
-        commands["fanout"] = [BIN / "fanout"]
-    for name, command in commands.items():
+        "fanout": [BIN / "fanout"],
         log = (logs / f"{name}.log").open("wb")
         processes[name] = subprocess.Popen(
             command, env={**env, "CONSUMER_NAME": f"e2e-{name}"}, stdout=log, stderr=log

@@ -19,6 +19,7 @@ from contracts import (
     job_stream,
     job_streams,
 )
+from contracts.groups import _NOTE_CHANGES as NOTE_CHANGES
 from contracts.groups import _reads
 
 
@@ -95,9 +96,10 @@ def test_groups_for_a_service_lists_only_its_groups() -> None:
         ("jobs.delayed.v1", "scheduler"),
         ("commands.completed.v1", "scheduler"),
     ]
-    assert {g.stream for g in groups_for(Service.FANOUT)} == set(
-        job_streams(JobType.BULK_ARCHIVE_CHUNK)
-    )
+    assert {(g.stream, g.group) for g in groups_for(Service.FANOUT)} == {
+        *((s, "fanout") for s in job_streams(JobType.BULK_ARCHIVE_CHUNK)),
+        *((s, g) for s in NOTE_CHANGES for g in ("fanout.audit", "fanout.activity")),
+    }
     # Its own handlers' rows (not a count: `make new-job service=archiver` adds rows).
     assert {g.handler for g in groups_for(Service.ARCHIVER)} >= {
         "store_note_version", "record_note_deletion", "archive_note", "copy_note",

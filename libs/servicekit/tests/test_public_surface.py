@@ -23,6 +23,7 @@ SURFACE = {
         "StreamKeys",
         "Telemetry",
         "TransientError",
+        "add_all_to_outbox",
         "add_to_outbox",
         "create_database_engine",
         "create_outbox_tables",

@@ -11,7 +11,7 @@ import pytest
 
 from archiver.handlers import archive_note, copy_note, record_note_deletion, store_note_version
 from archiver.store import NoteChange, NoteVersion, StoredNote, content_checksum
-from contracts import Event
+from contracts import ArchiveRequested, Event
 from contracts.notes import NoteArchived, NoteCopyCompleted, NoteDeleted, copy_note_id
 from contracts.streams import NOTES_ARCHIVED, NOTES_COPY_COMPLETED
 from servicekit import PermanentError, SkipJob, TransientError
@@ -47,6 +47,16 @@ class FakeTransaction:
         self.emitted.append((event, stream))
 
 
+class FakeBatch(FakeTransaction):
+    def __init__(self, store: FakeArchiveStore, requests: list[ArchiveRequested]) -> None:
+        super().__init__(store, already_processed=False)
+        self.new_events = [r for r in requests if r.event_id not in store.processed]
+        self.released: list[ArchiveRequested] = []
+
+    async def release(self, request: ArchiveRequested) -> None:
+        self.released.append(request)
+
+
 class FakeArchiveStore:
     """Keeps what a committed transaction did; drops what a failed one did, like PostgreSQL."""
 
@@ -56,6 +66,7 @@ class FakeArchiveStore:
         self.processed: set[UUID] = set()
         self.snapshots: dict[tuple[UUID, int], NoteVersion] = {}
         self.emitted: list[tuple[Event, str]] = []
+        self.released: list[ArchiveRequested] = []
 
     def add(self, change: NoteChange) -> None:
         note = change.note
@@ -76,6 +87,24 @@ class FakeArchiveStore:
         for key, version in tx.frozen.items():
             self.snapshots.setdefault(key, version)
         self.emitted.extend(tx.emitted)
+
+    @asynccontextmanager
+    async def transactions(self, requests: list[ArchiveRequested]) -> AsyncIterator[FakeBatch]:
+        tx = FakeBatch(self, requests)
+        yield tx
+        released = {r.event_id for r in tx.released}
+        self.processed.update(r.event_id for r in tx.new_events if r.event_id not in released)
+        self.released.extend(tx.released)
+        for key, version in tx.frozen.items():
+            self.snapshots.setdefault(key, version)
+        self.emitted.extend(tx.emitted)
+
+
+async def archive_one(request: ArchiveRequested, store: FakeArchiveStore) -> None:
+    """The batch handler with one request; its outcome raised, as the runtime would route it."""
+    settled = await archive_note([request], store)  # type: ignore[arg-type]
+    if request.event_id in settled:
+        raise settled[request.event_id]
 
 
 @pytest.fixture
@@ -104,7 +133,7 @@ async def test_archive_freezes_the_version_and_emits_archived_with_checksum(
     store.add(created)
     request = archive_request(created.note_id)
 
-    await archive_note(request, store)
+    await archive_one(request, store)
 
     assert (created.note_id, 1) in store.snapshots
     [archived] = emitted(store, NOTES_ARCHIVED)
@@ -125,8 +154,8 @@ async def test_second_delivery_creates_no_second_snapshot_and_emits_nothing(
     store.add(created)
     request = archive_request(created.note_id)
 
-    await archive_note(request, store)
-    await archive_note(request, store)
+    await archive_one(request, store)
+    await archive_one(request, store)
 
     assert len(store.snapshots) == 1
     assert len(emitted(store, NOTES_ARCHIVED)) == 1
@@ -139,9 +168,9 @@ async def test_archive_of_a_version_not_received_yet_is_transient(
     store.add(created)
 
     with pytest.raises(TransientError, match="version 2"):
-        await archive_note(archive_request(created.note_id, version=2), store)
+        await archive_one(archive_request(created.note_id, version=2), store)
     with pytest.raises(TransientError, match="not reached"):
-        await archive_note(archive_request(uuid4()), store)
+        await archive_one(archive_request(uuid4()), store)
     assert store.emitted == []
 
 
@@ -151,7 +180,7 @@ async def test_archive_of_a_deleted_note_is_skipped(store: FakeArchiveStore) -> 
     store.add(note_deleted(created.note_id, 2))
 
     with pytest.raises(SkipJob, match="note deleted"):
-        await archive_note(archive_request(created.note_id), store)
+        await archive_one(archive_request(created.note_id), store)
     assert store.snapshots == {}
 
 
@@ -160,7 +189,7 @@ async def test_archive_for_another_owner_is_permanent(store: FakeArchiveStore) -
     store.add(created)
 
     with pytest.raises(PermanentError, match="not owned by mallory"):
-        await archive_note(archive_request(created.note_id, owner_id="mallory"), store)
+        await archive_one(archive_request(created.note_id, owner_id="mallory"), store)
     assert store.snapshots == {}
 
 
@@ -196,3 +225,19 @@ async def test_copy_of_a_deleted_note_is_skipped(store: FakeArchiveStore) -> Non
     with pytest.raises(SkipJob):
         await copy_note(copy_request(created.note_id), store)
     assert store.emitted == []
+
+
+async def test_a_batch_settles_each_request_on_its_own(store: FakeArchiveStore) -> None:
+    ready, deleted = note_created(), note_created()
+    for change in (ready, deleted, note_deleted(deleted.note_id, 2)):
+        store.add(change)
+    requests = [archive_request(n) for n in (ready.note_id, deleted.note_id, uuid4())]
+
+    settled = await archive_note(requests, store)  # type: ignore[arg-type]
+
+    assert list(store.snapshots) == [(ready.note_id, 1)]
+    assert [e.note_id for e in emitted(store, NOTES_ARCHIVED)] == [ready.note_id]
+    assert isinstance(settled[requests[1].event_id], SkipJob)
+    assert isinstance(settled[requests[2].event_id], TransientError)
+    assert store.released == [requests[2]]  # its retry must find it new
+    assert requests[0].event_id not in settled

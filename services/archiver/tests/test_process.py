@@ -168,7 +168,7 @@ async def test_crash_between_commit_and_publish_still_emits_exactly_once(
     store = ArchiveStore(engine)
     async with store.transaction(created) as tx:
         await tx.save_version(created)
-    await archive_note(request, store)
+    await archive_note([request], store)
     assert await archived_events(redis_client, keys) == []
 
     archiver_process.start("archiver-2")

@@ -124,11 +124,13 @@ async def test_a_dead_chunk_counts_its_items_as_failed_once_and_the_parent_compl
     archived = NoteArchived(producer="archiver", owner_id="alice", note_id=first.note_id,
                             version=1, job_id=bulk_child_job_id(parent, first.note_id),
                             parent_job_id=parent)  # fmt: skip
-    await mark_note_archived(archived, store)
+    await mark_note_archived([archived], store)
+    await store.count_parents()
     dead = _lost(JobDeadLettered, chunk, attempts=5, dead_letter_stream=f"{CHUNKS}.dlq",
                  dead_letter_id="1-0")  # fmt: skip
-    await record_job_status(dead, store)
-    await record_job_status(dead.model_copy(update={"event_id": uuid4()}), store)  # counted once
+    await record_job_status([dead], store)
+    await record_job_status([dead.model_copy(update={"event_id": uuid4()})], store)  # counted once
+    await store.count_parents()
     job = (await client.get(f"/v1/jobs/{parent}", headers=alice)).json()
     assert job["progress"] == {"total": 3, "succeeded": 1, "failed": 2, "skipped": 0}
     assert job["status"] == "failed"
@@ -153,7 +155,8 @@ async def test_a_dead_chunk_counts_its_items_as_failed_once_and_the_parent_compl
         "event_id": uuid4(), "note_id": UUID(late["id"]),
         "job_id": bulk_child_job_id(parent, UUID(late["id"])),
     })  # fmt: skip
-    await mark_note_archived(late_archived, store)
+    await mark_note_archived([late_archived], store)
+    assert await store.count_parents() == 0
     job = (await client.get(f"/v1/jobs/{parent}", headers=alice)).json()
     assert job["progress"] == {"total": 3, "succeeded": 1, "failed": 2, "skipped": 0}
 
@@ -165,7 +168,8 @@ async def test_a_failed_chunk_of_several_counts_only_its_own_items(
     response = await client.post("/v1/notes:bulk-archive", json={"tag": "t"}, headers=alice)
     parent = response.json()["job_id"]
     _, second = await _chunks(engine)
-    await record_job_status(_lost(JobFailed, second), store)
+    await record_job_status([_lost(JobFailed, second)], store)
+    await store.count_parents()
     job = (await client.get(f"/v1/jobs/{parent}", headers=alice)).json()
     assert job["progress"] == {"total": 1001, "succeeded": 0, "failed": 1, "skipped": 0}
     assert job["status"] == "running"  # the first chunk's 1,000 children are still to come

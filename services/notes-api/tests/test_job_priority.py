@@ -152,5 +152,5 @@ async def test_a_bulk_childs_row_takes_its_parents_priority(
     child = bulk_child_job_id(parent, UUID(note["id"]))
     archived = NoteArchived(producer="archiver", owner_id="alice", note_id=UUID(note["id"]),
                             version=1, job_id=child, parent_job_id=parent)  # fmt: skip
-    await mark_note_archived(archived, WorkerStore(engine))
+    await mark_note_archived([archived], WorkerStore(engine))
     assert await _stored_priority(engine, child) == "critical"

@@ -42,7 +42,7 @@ async def _archive_child(store: WorkerStore, parent: UUID, note_id: UUID) -> Non
     child = bulk_child_job_id(parent, note_id)
     event = NoteArchived(producer="archiver", owner_id="alice", note_id=note_id, version=1,
                          job_id=child, parent_job_id=parent)  # fmt: skip
-    await mark_note_archived(event, store)
+    await mark_note_archived([event], store)
 
 
 async def _chunk_notes(engine: AsyncEngine, parent: UUID) -> list[UUID]:
@@ -80,6 +80,7 @@ async def test_jobs_finished_longer_ago_than_the_retention_period_are_purged_wit
     running_bulk = await _bulk(client, alice, "half", 2)
     finished_child_of_running = (await _chunk_notes(engine, running_bulk))[0]
     await _archive_child(store, running_bulk, finished_child_of_running)
+    await store.count_parents()
     statuses = await _statuses(engine)
     assert statuses[done_bulk] == "succeeded"
     assert statuses[running_bulk] == "running"

@@ -24,6 +24,7 @@ from contracts import (
 )
 from notes_api.settings import SCHEMA
 from notes_api.worker.reconciler import LOST_REASON, JobReconciler
+from notes_api.worker.store import WorkerStore
 from servicekit import OutboxRelay, StreamKeys
 from servicekit.jobs import publish
 
@@ -277,6 +278,13 @@ async def _lost_bulk_child(
     return parent, child
 
 
+async def _count_open_parents(engine: AsyncEngine) -> int:
+    """What the worker's progress sweep does (the reconciler's store here is its own)."""
+    store = WorkerStore(engine)
+    store.count_later(await store.open_bulk_parents())
+    return await store.count_parents()
+
+
 async def test_a_lost_bulk_child_counts_once_as_failed_on_its_parent(
     client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine,
     reconciler: JobReconciler, registry: CollectorRegistry,
@@ -289,6 +297,9 @@ async def test_a_lost_bulk_child_counts_once_as_failed_on_its_parent(
     assert first.finished == {child: "lost"}
     assert again.finished == {}
     assert (await _job(engine, child)).status == "dead"
+    progress = (await _job(engine, parent)).progress
+    assert progress == {"total": 2, "succeeded": 0, "failed": 0, "skipped": 0}  # not yet counted
+    assert await _count_open_parents(engine) == 1
     progress = (await _job(engine, parent)).progress
     assert progress == {"total": 2, "succeeded": 0, "failed": 1, "skipped": 0}
     assert reconciled(registry, "lost") == 1
@@ -309,6 +320,7 @@ async def test_two_reconcilers_at_once_finish_and_count_a_lost_job_once(
 
     assert [r.finished for r in reports if r.finished] == [{child: "lost"}]
     assert sum(reconciled(registry, "lost") for registry in registries) == 1
+    await _count_open_parents(engine)
     progress = (await _job(engine, parent)).progress
     assert progress["failed"] == 1
 

@@ -72,8 +72,8 @@ async def test_an_archive_result_sets_the_flag_and_the_job_succeeded_once(
     note = await create_note(client, alice)
     job_id = await _archive(client, alice, note)
     event = archived(note, job_id)
-    await mark_note_archived(event, store)
-    await mark_note_archived(event, store)  # redelivery: the inbox absorbs it
+    await mark_note_archived([event], store)
+    await mark_note_archived([event], store)  # redelivery: the inbox absorbs it
     job = await _job(client, alice, job_id)
     assert job["status"] == "succeeded"
     assert job["result"] == {"note_id": note["id"], "version": 1}
@@ -112,21 +112,21 @@ async def test_lifecycle_events_move_status_forward_only_and_record_attempt_erro
     note = await create_note(client, alice)
     job_id = await _archive(client, alice, note)
     started_1 = attempt(JobStarted, job_id, 1)
-    await record_job_status(started_1, store)
+    await record_job_status([started_1], store)
     assert (await _job(client, alice, job_id))["status"] == "running"
-    await record_job_status(attempt(JobRetrying, job_id, 1, error_class="TransientError",
+    await record_job_status([attempt(JobRetrying, job_id, 1, error_class="TransientError",
                             error_message="version not stored yet",
-                            next_attempt_at=utc_now()), store)  # fmt: skip
+                            next_attempt_at=utc_now())], store)  # fmt: skip
     assert (await _job(client, alice, job_id))["status"] == "retrying"
     late_start = started_1.model_copy(update={"event_id": uuid4()})  # attempt 1 again, late
-    await record_job_status(late_start, store)
+    await record_job_status([late_start], store)
     assert (await _job(client, alice, job_id))["status"] == "retrying"
-    await record_job_status(attempt(JobStarted, job_id, 2), store)
+    await record_job_status([attempt(JobStarted, job_id, 2)], store)
     assert (await _job(client, alice, job_id))["status"] == "running"
-    await record_job_status(attempt(JobDeadLettered, job_id, 2, attempts=2, error_class="Boom",
+    await record_job_status([attempt(JobDeadLettered, job_id, 2, attempts=2, error_class="Boom",
                             error_message="gave up", dead_letter_stream=f"{ARCHIVE_STREAM}.dlq",
-                            dead_letter_id="1-0"), store)  # fmt: skip
-    await record_job_status(attempt(JobStarted, job_id, 3), store)  # never leaves dead
+                            dead_letter_id="1-0")], store)  # fmt: skip
+    await record_job_status([attempt(JobStarted, job_id, 3)], store)  # never leaves dead
     job = await _job(client, alice, job_id)
     assert job["status"] == "dead"
     assert job["error"] == "Boom: gave up"
@@ -142,7 +142,7 @@ async def test_a_cancelled_jobs_result_changes_nothing(
     note = await create_note(client, alice)
     job_id = await _archive(client, alice, note)
     await client.post(f"/v1/jobs/{job_id}/cancel", headers=alice)
-    await mark_note_archived(archived(note, job_id), store)
+    await mark_note_archived([archived(note, job_id)], store)
     assert (await _job(client, alice, job_id))["status"] == "cancelled"
     fetched = (await client.get(f"/v1/notes/{note['id']}", headers=alice)).json()
     assert fetched["archived_at"] is None
@@ -157,23 +157,27 @@ async def test_bulk_children_count_into_parent_progress_with_progress_and_comple
     child = {n["id"]: str(bulk_child_job_id(UUID(parent), UUID(n["id"]))) for n in notes}
     first, second, third = notes
     success = archived(first, child[first["id"]], parent_job_id=UUID(parent))
-    await mark_note_archived(success, store)
-    await mark_note_archived(success.model_copy(update={"event_id": uuid4()}), store)
+    await mark_note_archived([success], store)
+    await mark_note_archived([success.model_copy(update={"event_id": uuid4()})], store)
+    assert (await _job(client, alice, parent))["progress"]["succeeded"] == 0  # not yet counted
+    assert await store.count_parents() == 1
     progress = (await _job(client, alice, parent))["progress"]
     assert progress == {"total": 3, "succeeded": 1, "failed": 0, "skipped": 0}
     assert (await _job(client, alice, parent))["status"] == "running"
-    await record_job_status(attempt(JobSkipped, child[second["id"]], 1, reason="note deleted",
-                                    parent_job_id=UUID(parent)), store)  # fmt: skip
-    await record_job_status(attempt(JobDeadLettered, child[third["id"]], 5, attempts=5,
+    await record_job_status([attempt(JobSkipped, child[second["id"]], 1, reason="note deleted",
+                                    parent_job_id=UUID(parent))], store)  # fmt: skip
+    await record_job_status([attempt(JobDeadLettered, child[third["id"]], 5, attempts=5,
                             error_class="E", error_message="m", dead_letter_stream="d",
-                            dead_letter_id="1-0", parent_job_id=UUID(parent)), store)  # fmt: skip
+                            dead_letter_id="1-0", parent_job_id=UUID(parent))], store)  # fmt: skip
+    assert await store.count_parents() == 1  # both children in one round
+    assert await store.count_parents() == 0  # nothing new
     job = await _job(client, alice, parent)
     assert job["progress"] == {"total": 3, "succeeded": 1, "failed": 1, "skipped": 1}
     assert job["status"] == "failed"
     *progress_events, completed = await outbox(engine, JOBS_LIFECYCLE)
     counts = [tuple(e["payload"][k] for k in ("succeeded", "failed", "skipped"))
               for e in progress_events]  # fmt: skip
-    assert counts == [(1, 0, 0), (1, 0, 1), (1, 1, 1)]  # one progress event per counted child
+    assert counts == [(1, 0, 0), (1, 1, 1)]  # one progress event per round of counting
     assert {e["payload"]["type"] for e in progress_events} == {"jobs.lifecycle.progress.v1"}
     assert {(e["payload"]["job_id"], e["payload"]["total"]) for e in progress_events} == {
         (parent, 3)

@@ -76,6 +76,7 @@ class FakeTransaction:
         self.bulk_parents: dict[UUID, tuple[str, list[ChunkItem]]] = {}
         self.purged_before: list[datetime] = []
         self.emitted: list[tuple[Event, str]] = []
+        self.new_events: list[Event] = []
 
     def _fail_on(self, operation: str) -> None:
         if self.store.fail_on == operation:
@@ -203,6 +204,18 @@ class FakeWorkerStore:
         yield tx
         if event is not None:
             self.processed.add(event.event_id)
+        self._keep(tx)
+
+    @asynccontextmanager
+    async def batch_transaction(self, events: list[Event]) -> AsyncIterator[FakeTransaction]:
+        self.transactions += 1
+        tx = FakeTransaction(self, already_processed=False)
+        tx.new_events = [e for e in events if e.event_id not in self.processed]
+        yield tx
+        self.processed.update(e.event_id for e in events)
+        self._keep(tx)
+
+    def _keep(self, tx: FakeTransaction) -> None:
         self.jobs.update(tx.jobs)
         self.notes.update(tx.notes)
         self.archived += tx.archived
@@ -272,7 +285,7 @@ async def test_an_archive_result_marks_the_note_archived_and_the_job_succeeded(
     request = store.add(job())
     event = archived(request.id)
 
-    await mark_note_archived(event, store)
+    await mark_note_archived([event], store)
 
     assert store.archived == [(event.note_id, "alice")]
     [advance] = store.advanced
@@ -286,8 +299,8 @@ async def test_a_second_delivery_of_an_archive_result_changes_nothing(
 ) -> None:
     event = archived(store.add(job()).id)
 
-    await mark_note_archived(event, store)
-    await mark_note_archived(event, store)
+    await mark_note_archived([event], store)
+    await mark_note_archived([event], store)
 
     assert len(store.archived) == len(store.advanced) == 1
 
@@ -297,7 +310,7 @@ async def test_a_cancelled_jobs_archive_result_is_ignored_but_counts_as_handled(
 ) -> None:
     event = archived(store.add(job(status=JobStatus.CANCELLED)).id)
 
-    await mark_note_archived(event, store)
+    await mark_note_archived([event], store)
 
     assert (store.archived, store.advanced) == ([], [])
     assert event.event_id in store.processed  # acknowledged, never retried
@@ -309,7 +322,7 @@ async def test_an_archive_result_of_a_bulk_child_creates_its_row_and_succeeds_it
     parent = store.add(job(job_type=JobType.BULK_ARCHIVE, status=JobStatus.RUNNING))
     child_id = uuid4()
 
-    await mark_note_archived(archived(child_id, parent_job_id=parent.id), store)
+    await mark_note_archived([archived(child_id, parent_job_id=parent.id)], store)
 
     child = store.jobs[child_id]
     assert (child.parent_id, child.type, child.owner_id) == (parent.id, "archive", "alice")
@@ -321,7 +334,7 @@ async def test_an_archive_result_without_a_job_row_still_archives_the_note(
 ) -> None:
     event = archived(uuid4())  # e.g. purged by retention since
 
-    await mark_note_archived(event, store)
+    await mark_note_archived([event], store)
 
     assert store.archived == [(event.note_id, "alice")]
     assert store.advanced == []
@@ -394,7 +407,7 @@ PROGRESS = JobProgress(
 async def test_lifecycle_events_the_worker_does_not_record_open_no_transaction(
     store: FakeWorkerStore, event: Any
 ) -> None:
-    await record_job_status(event, store)
+    await record_job_status([event], store)
 
     assert store.transactions == 0  # not even an inbox row
 
@@ -405,7 +418,7 @@ async def test_an_attempt_start_moves_the_job_to_running_with_the_attempt_record
     request = store.add(job())
     started = lifecycle(JobStarted, request.id, 1)
 
-    await record_job_status(started, store)
+    await record_job_status([started], store)
 
     [advance] = store.advanced
     assert (advance.status, advance.attempt, advance.fields) == (JobStatus.RUNNING, 1, {})
@@ -419,7 +432,7 @@ async def test_a_retry_records_its_error_on_the_attempt_not_on_the_job(
     request = store.add(job(status=JobStatus.RUNNING, attempt=1))
     retrying = lifecycle(JobRetrying, request.id, 1, next_attempt_at=utc_now(), **failure())
 
-    await record_job_status(retrying, store)
+    await record_job_status([retrying], store)
 
     [advance] = store.advanced
     assert advance.status == JobStatus.RETRYING
@@ -441,7 +454,7 @@ async def test_a_final_attempt_sets_the_status_and_the_jobs_error(
 ) -> None:
     request = store.add(job(status=JobStatus.RUNNING, attempt=1))
 
-    await record_job_status(lifecycle(cls, request.id, 1, **fields), store)
+    await record_job_status([lifecycle(cls, request.id, 1, **fields)], store)
 
     [advance] = store.advanced
     assert (advance.status, advance.fields) == (status, {"error": error})
@@ -454,7 +467,7 @@ async def test_a_skipped_bulk_child_without_a_row_gets_one_owned_by_the_parents_
     child_id = uuid4()
     skipped = lifecycle(JobSkipped, child_id, reason="note deleted", parent_job_id=parent.id)
 
-    await record_job_status(skipped, store)
+    await record_job_status([skipped], store)
 
     assert store.jobs[child_id].owner_id == "bob"
     assert [(a.job_id, a.status) for a in store.advanced] == [(child_id, JobStatus.SKIPPED)]
@@ -471,7 +484,7 @@ async def test_a_lost_bulk_chunk_counts_its_items_on_the_parent_with_its_status(
     lost = lifecycle(cls, chunk_id, 5, job_type="bulk_archive_chunk", parent_job_id=parent_id,
                      **fields)  # fmt: skip
 
-    await record_job_status(lost, store)
+    await record_job_status([lost], store)
 
     assert store.lost_chunks == [(chunk_id, parent_id, status, "PermanentError: not owned")]
     assert store.advanced == []
@@ -482,7 +495,7 @@ async def test_a_lifecycle_event_about_no_job_of_ours_changes_nothing_but_counts
 ) -> None:
     chunk_started = lifecycle(JobStarted, uuid4(), job_type="bulk_archive_chunk")
 
-    await record_job_status(chunk_started, store)
+    await record_job_status([chunk_started], store)
 
     assert store.advanced == []
     assert chunk_started.event_id in store.processed
@@ -494,9 +507,9 @@ async def test_a_second_delivery_of_a_lifecycle_event_changes_nothing(
     request = store.add(job())
     started = lifecycle(JobStarted, request.id, 1)
 
-    await record_job_status(started, store)
+    await record_job_status([started], store)
     store.jobs[request.id] = request  # even were the status still `accepted`
-    await record_job_status(started, store)
+    await record_job_status([started], store)
 
     assert len(store.advanced) == 1
 
@@ -599,11 +612,11 @@ async def test_a_store_error_propagates_and_nothing_of_the_transaction_is_kept(
     store.fail_on = "advance_job"
 
     with pytest.raises(StoreError):  # the runtime retries it
-        await mark_note_archived(event, store)
+        await mark_note_archived([event], store)
     assert (store.archived, store.processed) == ([], set())
 
     store.fail_on = None
-    await mark_note_archived(event, store)  # the retry applies it
+    await mark_note_archived([event], store)  # the retry applies it
     assert len(store.archived) == len(store.advanced) == 1
 
 

@@ -133,6 +133,7 @@ async def test_a_child_moves_forward_only_and_counts_once_on_its_parent_with_a_p
 
     stored = await _row(engine, "jobs", child_id)
     assert (stored.status, stored.result) == ("succeeded", {"ok": True})
+    assert await store.count_parents() == 1  # the first transaction left the parent to count
     progress = (await _row(engine, "jobs", parent)).progress
     assert progress == {"total": 2, "succeeded": 1, "failed": 0, "skipped": 0}
     [event] = [row["payload"] for row in await outbox(engine, JOBS_LIFECYCLE)]

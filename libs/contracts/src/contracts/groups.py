@@ -48,12 +48,16 @@ def _reads(
     return tuple(ConsumerGroup(s, name, service, handler) for s in stream_names)
 
 
+_NOTE_CHANGES = (streams.NOTES_CREATED, streams.NOTES_UPDATED, streams.NOTES_DELETED)
+
 CONSUMER_GROUPS: tuple[ConsumerGroup, ...] = (
     *_reads(Service.ARCHIVER, "store_note_version", streams.NOTES_CREATED, streams.NOTES_UPDATED),
     *_reads(Service.ARCHIVER, "record_note_deletion", streams.NOTES_DELETED),
     *_reads(Service.ARCHIVER, "archive_note", *job_streams(JobType.ARCHIVE)),
     *_reads(Service.ARCHIVER, "copy_note", *job_streams(JobType.COPY)),
     *_reads(Service.FANOUT, "expand_bulk_archive_chunk", *job_streams(JobType.BULK_ARCHIVE_CHUNK)),
+    *_reads(Service.FANOUT, "record_note_change", *_NOTE_CHANGES, group="fanout.audit"),
+    *_reads(Service.FANOUT, "count_owner_activity", *_NOTE_CHANGES, group="fanout.activity"),
     *_reads(Service.NOTES_API_WORKER, "mark_note_archived", streams.NOTES_ARCHIVED),
     *_reads(Service.NOTES_API_WORKER, "insert_copied_note", streams.NOTES_COPY_COMPLETED),
     *_reads(Service.NOTES_API_WORKER, "record_job_status", streams.JOBS_LIFECYCLE),

@@ -11,10 +11,18 @@ from opentelemetry import propagate
 
 from contracts import Event
 
-__all__ = ["CONTENT_TYPE", "event_headers"]
+__all__ = ["CONTENT_TYPE", "LINK_TRACEPARENT", "event_headers", "linked_event_headers"]
 
 CONTENT_TYPE = "application/json"
 """Every body is the event's JSON (see :mod:`servicekit.wire`)."""
+
+LINK_TRACEPARENT = "link_traceparent"
+"""A header naming a span the entry's consumer *links* to instead of continuing its trace.
+
+A fan-out writes it on each of its (possibly thousands of) children: each child is then a small
+trace of its own that links back to the span that created it, instead of all of them filling one
+trace (docs/async-jobs.md, "Tracing rule").
+"""
 
 
 def event_headers(event: Event) -> dict[str, str]:
@@ -31,4 +39,18 @@ def event_headers(event: Event) -> dict[str, str]:
         "correlation_id": event.correlation_id or str(event.event_id),
     }
     propagate.inject(headers)
+    return headers
+
+
+def linked_event_headers(event: Event) -> dict[str, str]:
+    """Like :func:`event_headers`, but the current span is a link, not the consumer's parent.
+
+    The entry carries no ``traceparent``: its consumer starts a trace of its own, with a span link
+    to the current span (``link_traceparent``).
+    """
+    headers = event_headers(event)
+    headers.pop("tracestate", None)
+    parent = headers.pop("traceparent", None)
+    if parent is not None:
+        headers[LINK_TRACEPARENT] = parent
     return headers

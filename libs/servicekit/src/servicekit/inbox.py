@@ -108,6 +108,20 @@ async def record_deliveries(
     return set(result.scalars())
 
 
+async def forget_delivery(
+    connection: AsyncConnection, schema: str, *, group: str, event_id: UUID
+) -> None:
+    """Delete the inbox row for ``(group, event_id)`` in the caller's transaction.
+
+    For a batch handler that settles its events one by one: an event it did not apply (to be
+    retried) must not look applied when it comes back.
+    """
+    table = _inbox(schema)
+    await connection.execute(
+        table.delete().where(table.c.consumer_group == group, table.c.event_id == event_id)
+    )
+
+
 async def purge_inbox(
     engine: AsyncEngine, schema: str, older_than: timedelta = DEFAULT_INBOX_RETENTION
 ) -> int:

@@ -23,11 +23,13 @@ from uuid import UUID
 
 from opentelemetry import propagate
 from opentelemetry.trace import (
+    Link,
     Span,
     SpanKind,
     Status,
     StatusCode,
     TracerProvider,
+    get_current_span,
     set_span_in_context,
 )
 from prometheus_client import CollectorRegistry
@@ -47,13 +49,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.schema import CreateSchema
 from sqlalchemy.sql.elements import ColumnElement
 
 from contracts.envelope import Event
 from servicekit.durability import DurabilityGuard, DurabilityPolicy
-from servicekit.headers import CONTENT_TYPE, event_headers
+from servicekit.headers import CONTENT_TYPE, LINK_TRACEPARENT, event_headers, linked_event_headers
 from servicekit.inbox import tables_for_schema
 from servicekit.keys import StreamKeys
 from servicekit.logs import get_logger
@@ -63,6 +66,7 @@ __all__ = [
     "DEFAULT_OUTBOX_RETENTION",
     "OUTBOX_TABLE",
     "OutboxRelay",
+    "add_all_to_outbox",
     "add_to_outbox",
     "create_outbox_tables",
     "ensure_outbox_tables",
@@ -154,6 +158,47 @@ async def add_to_outbox(
             "headers": headers,
         },
     )
+
+
+async def add_all_to_outbox(
+    connection: AsyncConnection,
+    schema: str,
+    events: Sequence[Event],
+    *,
+    stream: str,
+    linked: bool = False,
+) -> int:
+    """Add ``events`` to the outbox in one statement; return how many rows were new.
+
+    For a fan-out (one event causing hundreds): each event is its own aggregate (its
+    ``event_id``), and an event whose ``event_id`` is already in the outbox is left out, so a
+    fan-out with deterministic event ids written twice adds nothing the second time. With
+    ``linked`` each entry starts a trace of its own that links to the current span
+    (:func:`~servicekit.headers.linked_event_headers`), so thousands of children do not make
+    one trace of thousands of spans.
+    """
+    if not events:
+        return 0
+    headers_for = linked_event_headers if linked else event_headers
+    table = _outbox(schema)
+    rows = [
+        {
+            "aggregate_id": str(event.event_id),
+            "stream": stream,
+            "event_id": event.event_id,
+            "event_type": event.type,
+            "payload": event.model_dump(mode="json"),
+            "headers": headers_for(event),
+        }
+        for event in events
+    ]
+    added = await connection.execute(
+        pg_insert(table)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(table.c.id)
+    )
+    return len(added.all())
 
 
 class _Pending(NamedTuple):
@@ -289,10 +334,13 @@ class OutboxRelay:
             headers.setdefault("content-type", CONTENT_TYPE)
             key = self._keys.stream(row.stream)
             if self._tracer is not None:
+                linked = headers.get(LINK_TRACEPARENT)
+                link = propagate.extract({"traceparent": linked}) if linked else None
                 span = self._tracer.start_span(
                     f"{key} publish",
                     context=propagate.extract(headers),
                     kind=SpanKind.PRODUCER,
+                    links=[Link(get_current_span(link).get_span_context())] if link else None,
                     attributes={
                         "messaging.system": "redis",
                         "messaging.operation.type": "publish",

@@ -36,8 +36,8 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from contracts.envelope import Event
-from servicekit.inbox import record_deliveries, record_delivery
-from servicekit.outbox import add_to_outbox
+from servicekit.inbox import forget_delivery, record_deliveries, record_delivery
+from servicekit.outbox import add_all_to_outbox, add_to_outbox
 
 __all__ = [
     "BatchTransaction",
@@ -67,6 +67,18 @@ class HandlerTransaction:
             self.connection, self.schema, event, stream=stream, aggregate_id=aggregate_id
         )
 
+    async def emit_all(self, events: Sequence[Event], *, stream: str, linked: bool = False) -> int:
+        """Add a fan-out's ``events`` to the outbox in one statement; return how many were new.
+
+        See :func:`~servicekit.outbox.add_all_to_outbox` (``linked``: each starts its own trace,
+        linked to the current span).
+        """
+        if self.already_processed:
+            raise RuntimeError("an event that was already processed must not emit again")
+        return await add_all_to_outbox(
+            self.connection, self.schema, events, stream=stream, linked=linked
+        )
+
 
 @asynccontextmanager
 async def handler_transaction(
@@ -92,6 +104,7 @@ class BatchTransaction(Generic[E]):
     new_events: list[E]
     """The batch's events this group has not applied yet, in batch order, each once."""
     _new_ids: frozenset[UUID] = field(repr=False)
+    _group: str = field(default="", repr=False)
 
     def already_processed(self, event: Event) -> bool:
         """True when this group applied ``event`` before this batch: leave it alone."""
@@ -103,6 +116,16 @@ class BatchTransaction(Generic[E]):
             raise RuntimeError("a batch whose events were all processed must not emit again")
         await add_to_outbox(
             self.connection, self.schema, event, stream=stream, aggregate_id=aggregate_id
+        )
+
+    async def release(self, event: E) -> None:
+        """Record ``event`` as not applied: the handler settles it as retried (or skipped).
+
+        A batch handler that returns a per-event outcome (``{event_id: exception}``) releases
+        the events it did not apply, so a redelivery finds them new.
+        """
+        await forget_delivery(
+            self.connection, self.schema, group=self._group, event_id=event.event_id
         )
 
 
@@ -127,4 +150,4 @@ async def handler_transaction_batch(
             if event.event_id in new_ids and event.event_id not in taken:
                 taken.add(event.event_id)
                 new_events.append(event)
-        yield BatchTransaction(connection, schema, new_events, frozenset(new_ids))
+        yield BatchTransaction(connection, schema, new_events, frozenset(new_ids), group)

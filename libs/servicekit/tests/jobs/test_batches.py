@@ -218,6 +218,32 @@ async def test_a_permanent_error_dead_letters_every_entry_with_the_reason(
     assert harness.counted(STREAM, "dead") == 3
 
 
+async def test_a_batch_handler_may_settle_entries_one_by_one(harness: Harness) -> None:
+    router = JobRouter(group="g")
+    calls: list[list[int]] = []
+
+    @router.event(Pinged, stream=STREAM, batch=10, **fast(concurrency=1, max_attempts=2))
+    async def sort_pings(events: list[Pinged]) -> dict[Any, BaseException]:
+        calls.append([event.n for event in events])
+        settled: dict[Any, BaseException] = {}
+        for event in events:
+            if event.n == 1:
+                settled[event.event_id] = SkipJob("one is skipped")
+            elif event.n == 2:
+                settled[event.event_id] = PermanentError("two is refused")
+        return settled  # the others succeeded
+
+    await publish_pings(harness, 0, 1, 2, 3)
+    key = harness.keys.stream(STREAM)
+    async with harness.running(harness.worker(router)):
+        [letter] = await eventually(lambda: dead_letters(harness, 1))
+        await eventually(lambda: _empty(pending_ids(harness.redis, key)))
+    assert calls == [[0, 1, 2, 3]]  # nothing retried: each entry settled by its own outcome
+    assert letter.meta["error_message"] == "two is refused"
+    assert (harness.counted(STREAM, "succeeded"), harness.counted(STREAM, "skipped")) == (2, 1)
+    assert harness.counted(STREAM, "dead") == 1
+
+
 @pytest.mark.parametrize("outcome", ["succeeded", "skipped"])
 async def test_every_job_of_a_batch_gets_its_lifecycle_events(
     harness: Harness, outcome: str

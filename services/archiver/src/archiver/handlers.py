@@ -5,12 +5,15 @@ Consumes: notes.created.v1, notes.updated.v1, notes.deleted.v1 (each carries the
 Emits:    notes.archived.v1, notes.copy_completed.v1 (through the outbox, with the effect).
 Writes:   schema ``archiver``: note_versions, snapshots (plus servicekit's inbox and outbox).
 
-Each handler runs in one handler transaction, so a redelivered event changes nothing and emits
-nothing. Failures are routed by type: TransientError is retried with backoff, PermanentError is
-dead-lettered, SkipJob is acknowledged and reported as skipped.
+Each handler runs in one handler transaction (archive jobs: one for the batch of ready requests),
+so a redelivered event changes nothing and emits nothing. Failures are routed by type:
+TransientError is retried with backoff, PermanentError is dead-lettered, SkipJob is acknowledged
+and reported as skipped (a batch reports them per request).
 """
 
-from archiver.store import ArchiveStore, ArchiveTransaction, NoteChange, NoteVersion
+from uuid import UUID
+
+from archiver.store import ArchiveBatch, ArchiveStore, ArchiveTransaction, NoteChange, NoteVersion
 from contracts import ArchiveRequested, CopyRequested, Service
 from contracts.notes import (
     NoteArchived,
@@ -35,6 +38,9 @@ PRODUCER = str(Service.ARCHIVER)
 # A job may arrive before the note event it names (they travel on different streams): retry for
 # about four minutes (1 + 2 + 4 + … s, capped at 60 s) before giving up.
 router = JobRouter(group=str(Service.ARCHIVER), defaults=JobOptions(max_attempts=10))
+# Archive jobs come by the thousand from a bulk archive: one transaction for what is ready (4 such
+# transactions at a time: each holds a pooled connection, and fewer make fuller batches).
+ARCHIVE_BATCH = 100
 log = get_logger(__name__)
 
 
@@ -54,26 +60,39 @@ async def record_note_deletion(deletion: NoteDeleted, store: ArchiveStore) -> No
     await store_note_version(deletion, store)
 
 
-@router.job(ArchiveRequested)
-async def archive_note(request: ArchiveRequested, store: ArchiveStore) -> None:
-    """Freeze the requested version as a snapshot with a checksum and announce it."""
-    async with store.transaction(request) as tx:
-        if tx.already_processed:
-            return
-        version = await _requested_version(tx, request)
-        await tx.freeze_snapshot(version, job_id=request.job_id)
-        archived = NoteArchived.caused_by(
-            request,
-            producer=PRODUCER,
-            owner_id=request.owner_id,
-            note_id=request.note_id,
-            version=request.version,
-            job_id=request.job_id,
-            parent_job_id=request.parent_job_id,
-            checksum=version.checksum,
-        )
-        await tx.emit(archived, stream=NOTES_ARCHIVED, aggregate_id=str(request.note_id))
-    log.info("note.archived", note_id=str(request.note_id), version=request.version)
+@router.job(ArchiveRequested, batch=ARCHIVE_BATCH, concurrency=4)
+async def archive_note(
+    requests: list[ArchiveRequested], store: ArchiveStore
+) -> dict[UUID, Exception]:
+    """Freeze each requested version as a snapshot with a checksum and announce it.
+
+    The ready requests (a bulk archive's children arrive by the thousand) in one transaction;
+    one that cannot run now is settled on its own (its exception, returned by event id).
+    """
+    settled: dict[UUID, Exception] = {}
+    async with store.transactions(requests) as tx:
+        for request in tx.new_events:
+            try:
+                version = await _requested_version(tx, request)
+            except (TransientError, PermanentError, SkipJob) as exc:
+                settled[request.event_id] = exc
+                if not isinstance(exc, SkipJob):
+                    await tx.release(request)  # not applied: its retry must find it new
+                continue
+            await tx.freeze_snapshot(version, job_id=request.job_id)
+            archived = NoteArchived.caused_by(
+                request,
+                producer=PRODUCER,
+                owner_id=request.owner_id,
+                note_id=request.note_id,
+                version=request.version,
+                job_id=request.job_id,
+                parent_job_id=request.parent_job_id,
+                checksum=version.checksum,
+            )
+            await tx.emit(archived, stream=NOTES_ARCHIVED, aggregate_id=str(request.note_id))
+    log.info("notes.archived", requests=len(requests), settled_otherwise=len(settled))
+    return settled
 
 
 @router.job(CopyRequested)
@@ -101,7 +120,7 @@ async def copy_note(request: CopyRequested, store: ArchiveStore) -> None:
 
 
 async def _requested_version(
-    tx: ArchiveTransaction, request: ArchiveRequested | CopyRequested
+    tx: ArchiveTransaction | ArchiveBatch, request: ArchiveRequested | CopyRequested
 ) -> NoteVersion:
     """Return the stored version a job names, or raise what the runtime should do instead."""
     note = await tx.find_note(request.note_id, request.version)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,9 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 
 from archiver.tables import SCHEMA, NoteVersionRow, SnapshotRow
-from contracts import Event, Service
+from contracts import ArchiveRequested, Event, Service
 from contracts.notes import NoteCreated, NoteDeleted, NoteUpdated
-from servicekit import HandlerTransaction, handler_transaction
+from servicekit import (
+    BatchTransaction,
+    HandlerTransaction,
+    handler_transaction,
+    handler_transaction_batch,
+)
 
 GROUP = str(Service.ARCHIVER)
 """The consumer group whose inbox the store's transactions record (the handlers' router's)."""
@@ -160,6 +165,27 @@ class ArchiveTransaction:
         await self._tx.emit(event, stream=stream, aggregate_id=aggregate_id)
 
 
+class ArchiveBatch(ArchiveTransaction):
+    """A batch's unit of work: :class:`ArchiveTransaction`'s statements, for ``new_events``.
+
+    ``new_events`` are the batch's events the archiver has not applied before; all of them are
+    handled in one transaction.
+    """
+
+    def __init__(self, tx: BatchTransaction[ArchiveRequested]) -> None:
+        super().__init__(HandlerTransaction(tx.connection, tx.schema, already_processed=False))
+        self._batch = tx
+        self.new_events = tx.new_events
+
+    async def emit(self, event: Event, *, stream: str, aggregate_id: str) -> None:
+        """Add ``event`` to the outbox; the relay publishes it after commit."""
+        await self._batch.emit(event, stream=stream, aggregate_id=aggregate_id)
+
+    async def release(self, request: ArchiveRequested) -> None:
+        """Leave ``request`` unapplied: its retry finds it new."""
+        await self._batch.release(request)
+
+
 class ArchiveStore:
     """Opens handler transactions on the archiver's schema."""
 
@@ -174,3 +200,13 @@ class ArchiveStore:
             self._engine, schema=self._schema, group=GROUP, event=event
         ) as tx:
             yield ArchiveTransaction(tx)
+
+    @asynccontextmanager
+    async def transactions(
+        self, requests: Sequence[ArchiveRequested]
+    ) -> AsyncIterator[ArchiveBatch]:
+        """Handle a batch of requests once for the archiver's group, in one transaction."""
+        async with handler_transaction_batch(
+            self._engine, schema=self._schema, group=GROUP, events=requests
+        ) as tx:
+            yield ArchiveBatch(tx)

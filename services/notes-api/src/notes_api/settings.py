@@ -95,3 +95,7 @@ class WorkerSettings(NotesApiSettings):
     """A non-final job not updated for this long is checked against the runtime (reconciler)."""
     job_reconcile_every_seconds: float = Field(default=300.0, gt=0)
     """How often the reconciler looks for stale jobs."""
+    job_progress_every_seconds: float = Field(default=0.25, gt=0)
+    """How often bulk parents' progress is counted from their children (one event per round)."""
+    job_progress_sweep_seconds: float = Field(default=30.0, gt=0)
+    """How often every unfinished bulk parent is counted, not only those with new results."""

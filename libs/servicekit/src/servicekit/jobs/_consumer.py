@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -35,6 +35,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from contracts import Event
 from servicekit.errors import SkipJob
+from servicekit.headers import LINK_TRACEPARENT
 from servicekit.jobs._codec import FOR_GROUP_FIELD, EntryDecoder, UndecodableEntry, parent_context
 from servicekit.jobs._delivery import Delivery
 from servicekit.jobs._failures import FailureRouter
@@ -338,14 +339,14 @@ class RouteConsumer:
             self.lifecycle.succeeded(event, delivery, self.group)
         self._count(delivery.stream, "succeeded")
 
-    async def _call_handler(self, event: Event | list[Event]) -> None:
+    async def _call_handler(self, event: Event | list[Event]) -> Any:
         """Run the handler under the deadline watchdog; turn its cancellation into errors."""
         task = cast("asyncio.Task[Any]", asyncio.current_task())  # always a worker task
         timed_out = False
         try:
             try:
                 self._deadlines[task] = time.monotonic() + self._timeout
-                await self.handler(event)
+                return await self.handler(event)
             finally:
                 self._deadlines.pop(task, None)
                 if task in self._timed_out:
@@ -381,6 +382,11 @@ class RouteConsumer:
                     failed_context, {"job.redriven_from": str(headers.get("redriven_from", ""))}
                 )
             )
+        linked = headers.get(LINK_TRACEPARENT)
+        if isinstance(linked, str):
+            # A fan-out's child: its own trace, linked to the span that created it.
+            linked_context = trace.get_current_span(parent_context(linked)).get_span_context()
+            links.append(trace.Link(linked_context, {"job.fanout_link": True}))
         traceparent = headers.get("traceparent")
         return self.tracer.start_span(
             self._span_names[delivery.stream],
@@ -533,7 +539,7 @@ class BatchRouteConsumer(RouteConsumer):
         duration, _ = self.metrics.for_route(admitted[0][0].stream, self.group, self._job_type)
         started = time.perf_counter()
         try:
-            await self._call_handler([event for _, event, _ in admitted])
+            outcome = await self._call_handler([event for _, event, _ in admitted])
         except SkipJob as skip:
             observe_with_trace(duration, time.perf_counter() - started)
             for delivery, event, _ in admitted:
@@ -546,22 +552,38 @@ class BatchRouteConsumer(RouteConsumer):
             observe_with_trace(duration, time.perf_counter() - started)
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
-            await self._route_failures(admitted, exc)
+            await self._route_failures([(entry, exc) for entry in admitted])
             return
         observe_with_trace(duration, time.perf_counter() - started)
-        for delivery, event, _ in admitted:
-            self._ack(delivery)
-            if carries_jobs:
-                self.lifecycle.succeeded(event, delivery, self.group)
-            self._count(delivery.stream, "succeeded")
+        # A handler may settle entries one by one: it returns {event_id: exception} for the
+        # entries that did not succeed (SkipJob: skipped; any other: retried or dead-lettered).
+        settled: Mapping[Any, BaseException] = outcome if isinstance(outcome, Mapping) else {}
+        failed: list[tuple[_Admitted, Exception]] = []
+        for entry in admitted:
+            delivery, event, _ = entry
+            problem = settled.get(event.event_id)
+            if isinstance(problem, SkipJob):
+                self._ack(delivery)
+                if carries_jobs:
+                    self.lifecycle.skipped(event, delivery, self.group, str(problem))
+                self._count(delivery.stream, "skipped")
+            elif isinstance(problem, Exception):
+                failed.append((entry, problem))
+            else:
+                self._ack(delivery)
+                if carries_jobs:
+                    self.lifecycle.succeeded(event, delivery, self.group)
+                self._count(delivery.stream, "succeeded")
+        if failed:
+            await self._route_failures(failed)
 
-    async def _route_failures(self, admitted: Sequence[_Admitted], exc: Exception) -> None:
-        """Retry or dead-letter every entry; one that cannot be routed stays pending (reclaimed)."""
+    async def _route_failures(self, failed: Sequence[tuple[_Admitted, Exception]]) -> None:
+        """Retry or dead-letter each entry; one that cannot be routed stays pending (reclaimed)."""
         outcomes = await asyncio.gather(
-            *(self.failures.handle(delivery, event, exc) for delivery, event, _ in admitted),
+            *(self.failures.handle(delivery, event, exc) for (delivery, event, _), exc in failed),
             return_exceptions=True,
         )
-        for (delivery, _, _), outcome in zip(admitted, outcomes, strict=True):
+        for ((delivery, _, _), _), outcome in zip(failed, outcomes, strict=True):
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
             if isinstance(outcome, BaseException):
@@ -605,6 +627,10 @@ class BatchRouteConsumer(RouteConsumer):
                         failed_context, {"job.redriven_from": str(headers.get("redriven_from", ""))}
                     )
                 )
+            linked = headers.get(LINK_TRACEPARENT)
+            if isinstance(linked, str):
+                linked_context = trace.get_current_span(parent_context(linked)).get_span_context()
+                links.append(trace.Link(linked_context, {"job.fanout_link": True}))
         first = admitted[0][0]
         return self.tracer.start_span(
             self._batch_span_name,

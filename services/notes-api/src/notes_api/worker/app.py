@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from notes_api.settings import SCHEMA, WorkerSettings
 from notes_api.worker.handlers import router
+from notes_api.worker.progress import progress_counter
 from notes_api.worker.reconciler import JobReconciler
 from notes_api.worker.retention import job_retention
 from notes_api.worker.store import WorkerStore
@@ -32,11 +33,11 @@ async def run(stop: asyncio.Event) -> int:
         poll_interval=settings.relay_poll_seconds, tracer_provider=telemetry.tracer_provider,
         durability=settings.outbox_durability_policy(), registry=telemetry.registry,
     )  # fmt: skip
+    store = WorkerStore(engine, bulk_archive_max_items=settings.bulk_archive_max_items)
     reconciler = JobReconciler(
         engine, redis, keys, stale_after=timedelta(seconds=settings.job_stale_after_seconds),
-        registry=telemetry.registry,
+        registry=telemetry.registry, store=store,
     )  # fmt: skip
-    store = WorkerStore(engine, bulk_archive_max_items=settings.bulk_archive_max_items)
     try:
         return await run_worker(
             settings, stop, routes=router.routes, redis=redis, telemetry=telemetry,
@@ -48,6 +49,10 @@ async def run(stop: asyncio.Event) -> int:
                 database_retention(engine, relay, schema=SCHEMA),
                 job_retention(engine, timedelta(days=settings.job_retention_days)),
                 reconciler.loop(settings.job_reconcile_every_seconds),
+                progress_counter(
+                    store, every=settings.job_progress_every_seconds,
+                    sweep_every=settings.job_progress_sweep_seconds,
+                ),
             ],
         )  # fmt: skip
     finally:

@@ -9,7 +9,8 @@ Writes:   schema `notes`: notes (archived flag, copies), jobs, bulk_chunks, idem
           (through `WorkerStore`).
 
 Each handler runs in one store transaction (inbox + effect + outbox; `command_transaction` for
-the scheduled commands), so a redelivered event changes nothing and emits nothing. No handler
+the scheduled commands; results and lifecycle events a batch at a time, `batch_transaction`), so
+a redelivered event changes nothing and emits nothing. No handler
 raises to route a message: a result of a cancelled job, or a lifecycle event about a job that is
 not ours, is recorded as handled and changes nothing (decided in `_result_applies` and
 `_status_to_record`); a database error propagates and the runtime retries it.
@@ -49,7 +50,7 @@ from contracts import (
     utc_now,
 )
 from notes_api.models import Job
-from notes_api.worker.store import GROUP, PRODUCER, CommandTransaction, WorkerStore
+from notes_api.worker.store import GROUP, PRODUCER, CommandTransaction, WorkerStore, WorkerTransaction
 from servicekit import get_logger
 from servicekit.jobs import JobRouter
 
@@ -59,26 +60,32 @@ LIFECYCLE_EVENTS: tuple[type[JobLifecycle], ...] = (
     JobStarted, JobRetrying, JobSucceeded, JobFailed, JobDeadLettered, JobSkipped, JobProgress,
     JobCompleted,
 )  # fmt: skip
+# Results and lifecycle events come by the thousand from a bulk archive: one transaction for
+# what is ready (a child's result never locks its parent; see `notes_api.worker.progress`). Each
+# running batch holds a database connection: 16 concurrent batches of two routes exhausted the
+# pool (15) and timed out; 4 each leave room for the others and make fuller batches.
+RESULTS_BATCHES: dict[str, Any] = {"batch": 100, "concurrency": 4}
 # Jobs whose result event (not the runtime's "handler finished") sets `succeeded`.
 _RESULT_JOBS = {str(JobType.ARCHIVE), str(JobType.COPY)}
 
 
-@router.event(NoteArchived, stream=NOTES_ARCHIVED)
-async def mark_note_archived(event: NoteArchived, store: WorkerStore) -> None:
-    """Set the note's archived flag and the job `succeeded`, in one transaction."""
-    async with store.transaction(event) as tx:
-        if tx.already_processed:
-            return
-        job = await tx.find_job(event.job_id)
-        if job is None and event.parent_job_id is not None:
-            job = await tx.find_or_add_bulk_child(event.job_id, event.parent_job_id, event.owner_id)
-        if not _result_applies(job, event):
-            return
-        await tx.mark_note_archived(event.note_id, event.owner_id)
-        if job is not None:
-            result = {"note_id": str(event.note_id), "version": event.version}
-            await tx.advance_job(job, JobStatus.SUCCEEDED, result=result)
-    _log.info("note.archived", note_id=str(event.note_id), job_id=str(event.job_id))
+@router.event(NoteArchived, stream=NOTES_ARCHIVED, **RESULTS_BATCHES)
+async def mark_note_archived(events: list[NoteArchived], store: WorkerStore) -> None:
+    """Set each note's archived flag and its job `succeeded`; the batch in one transaction."""
+    async with store.batch_transaction(events) as tx:
+        for event in tx.new_events:
+            job = await tx.find_job(event.job_id)
+            if job is None and event.parent_job_id is not None:
+                job = await tx.find_or_add_bulk_child(
+                    event.job_id, event.parent_job_id, event.owner_id
+                )
+            if not _result_applies(job, event):
+                continue
+            await tx.mark_note_archived(event.note_id, event.owner_id)
+            if job is not None:
+                result = {"note_id": str(event.note_id), "version": event.version}
+                await tx.advance_job(job, JobStatus.SUCCEEDED, result=result)
+    _log.info("notes.archived", results=len(events))
 
 
 @router.event(NoteCopyCompleted, stream=NOTES_COPY_COMPLETED)
@@ -107,37 +114,45 @@ async def insert_copied_note(event: NoteCopyCompleted, store: WorkerStore) -> No
     _log.info("note.copied", note_id=str(event.new_note_id), job_id=str(event.job_id))
 
 
-@router.event(LIFECYCLE_EVENTS, stream=JOBS_LIFECYCLE)
-async def record_job_status(event: JobLifecycle, store: WorkerStore) -> None:
-    """Move the job's status forward (running, retrying with the error, failed, dead, skipped)."""
+@router.event(LIFECYCLE_EVENTS, stream=JOBS_LIFECYCLE, **RESULTS_BATCHES)
+async def record_job_status(events: list[JobLifecycle], store: WorkerStore) -> None:
+    """Move each job's status forward (running, retrying with the error, failed, dead, skipped).
+
+    The batch in one transaction; events the worker does not record are left out of it (and
+    out of the inbox).
+    """
+    recorded = [event for event in events if _status_to_record(event) is not None]
+    if not recorded:
+        return
+    async with store.batch_transaction(recorded) as tx:
+        for event in tx.new_events:
+            await _record_status(tx, event)
+
+
+async def _record_status(tx: WorkerTransaction, event: JobLifecycle) -> None:
     status = _status_to_record(event)
-    if status is None:
-        return  # not recorded at all, so not in the inbox either
-    async with store.transaction(event) as tx:
-        if tx.already_processed:
-            return
-        if (
-            event.job_type == JobType.BULK_ARCHIVE_CHUNK
-            and isinstance(event, JobDeadLettered | JobFailed)
-            and event.parent_job_id is not None
-        ):  # a lost chunk never expands: its items take its status, counted failed on the parent
-            await tx.lose_chunk(event.job_id, event.parent_job_id, status, _error(event) or "")
-            return
-        job = await tx.find_job(event.job_id)
-        if job is None and event.parent_job_id is not None and event.job_type == JobType.ARCHIVE:
-            job = await tx.find_or_add_bulk_child(event.job_id, event.parent_job_id, None)
-        if job is None:
-            return  # not a job of ours (e.g. a bulk chunk)
-        attempt = event.attempt if isinstance(event, JobAttemptEvent) else None
-        error = _error(event)
-        record: dict[str, Any] | None = None
-        if isinstance(event, JobAttemptEvent):
-            record = {"attempt": event.attempt, "status": str(status),
-                      "at": event.occurred_at.isoformat(), "error": error}  # fmt: skip
-        fields = {"error": error} if error and status != JobStatus.RETRYING else {}
-        moved = await tx.advance_job(job, status, attempt=attempt, attempt_record=record, **fields)
-    if moved:
-        _log.info("job.status_changed", job_id=str(job.id), status=str(status))
+    assert status is not None  # left out of the batch otherwise
+    if (
+        event.job_type == JobType.BULK_ARCHIVE_CHUNK
+        and isinstance(event, JobDeadLettered | JobFailed)
+        and event.parent_job_id is not None
+    ):  # a lost chunk never expands: its items take its status, counted failed on the parent
+        await tx.lose_chunk(event.job_id, event.parent_job_id, status, _error(event) or "")
+        return
+    job = await tx.find_job(event.job_id)
+    if job is None and event.parent_job_id is not None and event.job_type == JobType.ARCHIVE:
+        job = await tx.find_or_add_bulk_child(event.job_id, event.parent_job_id, None)
+    if job is None:
+        return  # not a job of ours (e.g. a bulk chunk)
+    attempt = event.attempt if isinstance(event, JobAttemptEvent) else None
+    error = _error(event)
+    record: dict[str, Any] | None = None
+    if isinstance(event, JobAttemptEvent):
+        record = {"attempt": event.attempt, "status": str(status),
+                  "at": event.occurred_at.isoformat(), "error": error}  # fmt: skip
+    fields = {"error": error} if error and status != JobStatus.RETRYING else {}
+    if await tx.advance_job(job, status, attempt=attempt, attempt_record=record, **fields):
+        _log.debug("job.status_changed", job_id=str(job.id), status=str(status))
 
 
 @router.event(AutoArchiveRequested, stream=COMMANDS_AUTO_ARCHIVE)

@@ -67,9 +67,11 @@ class JobReconciler:
         stale_after: timedelta,
         registry: CollectorRegistry | None = None,
         batch_size: int = 100,
+        store: WorkerStore | None = None,
     ) -> None:
         self._engine, self._redis, self._keys = engine, redis, keys
-        self._store = WorkerStore(engine)
+        # The worker's store: a lost bulk child's parent is then counted in its next round.
+        self._store = store or WorkerStore(engine)
         self._stale_after = stale_after
         self._batch_size = batch_size
         self._after: tuple[datetime, UUID] | None = None

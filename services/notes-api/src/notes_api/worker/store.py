@@ -8,19 +8,22 @@ on the hot path: results and lifecycle events). A scheduled command runs in a
 :class:`CommandTransaction` instead (the same handler transaction), because it writes through the
 helpers the HTTP routes use (bulk archive, idempotency records).
 
-Job status only moves forward (`notes_api.jobs.moves_forward`); a parent's progress is counted
-from its children's terminal statuses, each child once; every count sends the parent's progress,
-and its completion, through the outbox. A lost bulk chunk (dead-lettered or failed, so never
-expanded) moves its children that have no terminal status yet to the chunk's status, and counts
-them as failed, so the parent completes.
+Job status only moves forward (`notes_api.jobs.moves_forward`). A child's result writes the
+child's row only: it never locks its parent, so 10,000 children of one bulk archive do not queue
+on one row. The parent's progress is counted afterwards from its children's rows
+(`count_progress`, by `notes_api.worker.progress` every few hundred milliseconds): one locked
+update and one progress event per parent per round, however many children finished in it, and its
+completion through the outbox when every child is done. A lost bulk chunk (dead-lettered or
+failed, so never expanded) moves its children that have no terminal status yet to the chunk's
+status, so they count as failed and the parent completes.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from sqlalchemy import func, update
@@ -47,7 +50,13 @@ from notes_api.idempotency import purge_expired
 from notes_api.jobs import moves_forward
 from notes_api.models import BulkChunk, Job, Note
 from notes_api.settings import SCHEMA, NotesApiSettings
-from servicekit import HandlerTransaction, get_logger, handler_transaction
+from servicekit import (
+    BatchTransaction,
+    HandlerTransaction,
+    get_logger,
+    handler_transaction,
+    handler_transaction_batch,
+)
 
 GROUP = str(Service.NOTES_API_WORKER)
 """The worker's consumer group on every stream it reads; its inbox rows carry it."""
@@ -64,6 +73,7 @@ _BUCKET = {
 _TERMINAL = [str(s) for s in TERMINAL_STATUSES]
 _BULK_ARCHIVE_MAX_ITEMS: int = NotesApiSettings.model_fields["bulk_archive_max_items"].default
 _log = get_logger("notes_api.worker")
+E = TypeVar("E", bound=Event)
 
 
 def _job(row: Any) -> Job:
@@ -79,6 +89,8 @@ class WorkerTransaction:
         self._connection: AsyncConnection = tx.connection
         self.already_processed = tx.already_processed
         """True when the worker's group already handled this event: do nothing and return."""
+        self.parents_to_count: set[UUID] = set()
+        """Parents whose children this transaction finished: counted once it commits."""
 
     # ---- notes ---------------------------------------------------------------------------------
 
@@ -163,17 +175,17 @@ class WorkerTransaction:
             values["attempts"] = [*job.attempts, dict(attempt_record)]
         await self._connection.execute(update(Job).where(col(Job.id) == job.id).values(**values))
         if status in TERMINAL_STATUSES and job.parent_id is not None:
-            await self._count_children(job.parent_id, {_BUCKET[status]: 1})
+            self.parents_to_count.add(job.parent_id)
         return True
 
     async def lose_chunk(
         self, chunk_id: UUID, parent_id: UUID, status: JobStatus, error: str
     ) -> int:
-        """Count a dead or failed chunk's items as failed on its parent, once; return how many.
+        """Finish a dead or failed chunk's unfinished items with its status, once; return how many.
 
         Children the chunk never produced get a row with the chunk's status; children that exist
         without a terminal status (it died after publishing some) move to it; children already
-        terminal were counted by their own result. So every item is counted exactly once.
+        terminal keep their own result. The parent counts them (as failed) from their rows.
         """
         chunk = (
             await self._connection.execute(
@@ -216,7 +228,7 @@ class WorkerTransaction:
         _log.info("bulk_chunk.lost", chunk_id=str(chunk_id), parent_id=str(parent_id),
                   failed=failed)  # fmt: skip
         if failed:
-            await self._count_children(parent_id, {"failed": failed})
+            self.parents_to_count.add(parent_id)
         return failed
 
     async def _parent(self, parent_id: UUID) -> Any:
@@ -227,22 +239,28 @@ class WorkerTransaction:
             )
         ).first()
 
-    async def _count_children(self, parent_id: UUID, counts: dict[str, int]) -> None:
-        """Add ``counts`` (bucket → children) to the parent; emit its progress, and completion."""
+    async def count_progress(self, parent_id: UUID) -> bool:
+        """Count the parent's children from their rows; emit its progress (and completion).
+
+        Under the parent's row lock, so replicas counting the same parent take turns and the
+        completion goes out once. Nothing is written or sent when the counts did not change.
+        Returns whether they did.
+        """
         parent = await self.find_job(parent_id)
         if parent is None or JobStatus(parent.status) in TERMINAL_STATUSES:
-            return
+            return False
         if parent.progress is None:
-            return
-        progress = dict(parent.progress)
-        for bucket, n in counts.items():
-            remaining = progress["total"] - progress["succeeded"] - progress["failed"]
-            remaining -= progress["skipped"]
-            if n > remaining:  # never count past the total (each child is counted once anyway)
-                _log.warning("job.progress_overflow", job_id=str(parent_id), bucket=bucket,
-                             count=n)  # fmt: skip
-                n = remaining
-            progress[bucket] += n
+            return False
+        rows = await self._connection.execute(
+            select(Job.status, func.count())
+            .where(col(Job.parent_id) == parent_id, col(Job.status).in_(_TERMINAL))
+            .group_by(col(Job.status))
+        )
+        progress = {"total": parent.progress["total"], "succeeded": 0, "failed": 0, "skipped": 0}
+        for status, n in rows:
+            progress[_BUCKET[JobStatus(status)]] += n
+        if progress == parent.progress:
+            return False
         done = progress["succeeded"] + progress["failed"] + progress["skipped"]
         final = None
         if done >= progress["total"]:
@@ -258,12 +276,29 @@ class WorkerTransaction:
         if final is not None:
             completed = JobCompleted(**common, status=final)
             await self.emit(completed, stream=JOBS_LIFECYCLE, aggregate_id=str(parent_id))
+        return True
 
     # ---- events ----------------------------------------------------------------------------------
 
     async def emit(self, event: Event, *, stream: str, aggregate_id: str) -> None:
         """Add ``event`` to the outbox; the relay publishes it after commit."""
         await self._tx.emit(event, stream=stream, aggregate_id=aggregate_id)
+
+
+class WorkerBatch(WorkerTransaction, Generic[E]):
+    """A batch handler's unit of work: :class:`WorkerTransaction` for each of ``new_events``.
+
+    ``new_events`` are the batch's events the worker's group has not handled before; they are
+    all handled in one transaction, in job-id order (so two batches lock rows in one order).
+    """
+
+    def __init__(self, batch: BatchTransaction[E]) -> None:
+        super().__init__(HandlerTransaction(batch.connection, SCHEMA, already_processed=False))
+        self.new_events: list[E] = sorted(batch.new_events, key=_job_id_of)
+
+
+def _job_id_of(event: Event) -> str:
+    return str(getattr(event, "job_id", ""))
 
 
 class CommandTransaction:
@@ -323,6 +358,52 @@ class WorkerStore:
     ) -> None:
         self._engine = engine
         self._bulk_archive_max_items = bulk_archive_max_items
+        self._parents_to_count: set[UUID] = set()
+
+    def count_later(self, parent_ids: Iterable[UUID]) -> None:
+        """Leave these parents to the next `count_parents`."""
+        self._parents_to_count.update(parent_ids)
+
+    async def count_parents(self) -> int:
+        """Count the progress of every parent left to count; return how many changed.
+
+        Each parent in a transaction of its own (its row locked for that one statement's
+        while); a parent whose count fails stays left to count.
+        """
+        waiting, self._parents_to_count = self._parents_to_count, set()
+        changed = 0
+        for parent_id in sorted(waiting):
+            try:
+                async with self.transaction(None) as tx:
+                    changed += await tx.count_progress(parent_id)
+            except Exception:
+                self._parents_to_count.update(p for p in waiting if p >= parent_id)
+                raise
+        return changed
+
+    async def open_bulk_parents(self) -> list[UUID]:
+        """Bulk archive parents not finished yet (a sweep: ones a lost process left uncounted)."""
+        async with self._engine.connect() as connection:
+            found = await connection.execute(
+                select(Job.id).where(
+                    col(Job.type) == str(JobType.BULK_ARCHIVE),
+                    col(Job.status).in_([str(JobStatus.ACCEPTED), str(JobStatus.RUNNING)]),
+                )
+            )
+            return list(found.scalars())
+
+    @asynccontextmanager
+    async def batch_transaction(self, events: Sequence[E]) -> AsyncIterator[WorkerBatch[E]]:
+        """Handle a batch once for the worker's group, in one transaction; roll back on error.
+
+        The hot path of a bulk archive: its children's results and lifecycle events.
+        """
+        async with handler_transaction_batch(
+            self._engine, schema=SCHEMA, group=GROUP, events=events
+        ) as batch:
+            work = WorkerBatch(batch)
+            yield work
+        self.count_later(work.parents_to_count)
 
     @asynccontextmanager
     async def transaction(self, event: Event | None) -> AsyncIterator[WorkerTransaction]:
@@ -334,12 +415,17 @@ class WorkerStore:
         """
         if event is None:
             async with self._engine.begin() as connection:
-                yield WorkerTransaction(
+                work = WorkerTransaction(
                     HandlerTransaction(connection, SCHEMA, already_processed=False)
                 )
-            return
-        async with handler_transaction(self._engine, schema=SCHEMA, group=GROUP, event=event) as tx:
-            yield WorkerTransaction(tx)
+                yield work
+        else:
+            async with handler_transaction(
+                self._engine, schema=SCHEMA, group=GROUP, event=event
+            ) as tx:
+                work = WorkerTransaction(tx)
+                yield work
+        self.count_later(work.parents_to_count)  # committed: their children's rows are final
 
     @asynccontextmanager
     async def command_transaction(self, event: Event) -> AsyncIterator[CommandTransaction]:

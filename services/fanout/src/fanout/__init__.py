@@ -1,0 +1,1 @@
+"""fanout: bulk archive chunks into child archive jobs; isolated note-event handlers."""
