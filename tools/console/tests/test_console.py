@@ -127,7 +127,7 @@ async def test_every_response_carries_the_security_headers_and_the_cookie_is_str
         assert "unsafe-inline" not in csp
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["x-content-type-options"] == "nosniff"
-        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["referrer-policy"] == "same-origin"
     page = (await client.get("/")).text
     assert "<script>" not in page
     assert "style=" not in page

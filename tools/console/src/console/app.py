@@ -31,7 +31,9 @@ SECURITY_HEADERS = {
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer browsers send `Origin: null` even on the
+    # console's own form posts, and the Origin check is how a cross-site POST is told apart.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
