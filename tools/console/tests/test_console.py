@@ -5,6 +5,7 @@ console to it: what moved, what was audited and as whom, and what is refused (40
 """
 
 import html
+import io
 import json
 import re
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from console.app import create_app
 from console.settings import ConsoleSettings
 from contracts import NOTES_CREATED
 from servicekit import StreamKeys
+from servicekit.logs import configure_logging
 from servicekit.operations import AUDIT_STREAM, group_status
 from servicekit.wire import DATA_FIELD, encode_envelope
 
@@ -267,6 +269,29 @@ async def test_purge_needs_the_typed_confirmation_then_deletes_and_is_audited(
     assert [entry_id.decode() for entry_id, _ in remaining] == [kept]
     [record] = await audit(redis_client, keys)
     assert (record["operator"], record["action"], record["count"]) == ("alice", "dlq.purge", "1")
+
+
+async def test_health_needs_no_operator_and_shows_nothing(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert (response.status_code, response.text) == (200, "ok\n")
+
+
+async def test_logins_are_logged_by_operator_and_no_token_reaches_the_log(
+    client: httpx.AsyncClient,
+) -> None:
+    lines = io.StringIO()
+    configure_logging(service="console", stream=lines, secrets=[TOKEN])
+    try:
+        await client.post("/login", data={"token": NOTES_KEY})
+        await log_in(client)
+    finally:
+        configure_logging(service="console")
+    events = [json.loads(line) for line in lines.getvalue().splitlines()]
+    console = [e for e in events if e["event"].startswith("console.")]
+    assert [e["event"] for e in console] == ["console.login_refused", "console.logged_in"]
+    assert console[-1]["operator"] == "alice"
+    assert TOKEN not in lines.getvalue()
+    assert NOTES_KEY not in lines.getvalue()
 
 
 def test_tokens_come_from_the_environment_and_short_or_missing_ones_are_refused(

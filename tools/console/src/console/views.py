@@ -17,6 +17,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from console.auth import (
     SESSION_COOKIE,
@@ -27,7 +28,7 @@ from console.auth import (
     same_origin,
 )
 from contracts import CONSUMER_GROUPS
-from servicekit import StreamKeys, get_logger
+from servicekit import StreamKeys, get_logger, redis_check
 from servicekit.operations import (
     AUDIT_STREAM,
     DeadLetter,
@@ -129,6 +130,16 @@ def login_page(request: Request, *, status_code: int = 200, error: str | None = 
     if status_code == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="console"'
     return response
+
+
+@router.get("/healthz")
+async def healthz(request: Request) -> Response:
+    """Liveness for the container's healthcheck (no operator needed, nothing shown): Redis PING."""
+    try:
+        await redis_check(request.app.state.redis)()
+    except (RedisError, OSError):
+        return Response("redis unreachable\n", status_code=503, media_type="text/plain")
+    return Response("ok\n", media_type="text/plain")
 
 
 @router.get("/login", response_class=HTMLResponse)
