@@ -105,6 +105,16 @@ class FlakyArchiver:
         self._thread.join(30)
 
 
+def fresh(read: Callable[[], Any]) -> Any:
+    """``read()``, or None when the element it used was replaced meanwhile (retry then)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        return read()
+    except StaleElementReferenceException:
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -186,16 +196,19 @@ def test_an_operator_finds_a_dead_letter_and_redrives_it_after_a_dry_run(
             browser.get(console_url + "/")
             browser.find_element(By.ID, "token").send_keys(TOKEN)
             browser.find_element(By.ID, "login").click()
-            row = browser.find_element(
-                By.CSS_SELECTOR, f'tr[data-stream="{NOTES_CREATED}"][data-group="{GROUP}"]'
-            )
-            assert "3" in row.text
+            # The table body is replaced every 5 s (console.js): each use finds the row afresh.
+            row = f'tr[data-stream="{NOTES_CREATED}"][data-group="{GROUP}"]'
+            until(lambda: fresh(lambda: browser.find_element(By.CSS_SELECTOR, f"{row} a").text)
+                  == "3", "the group's row with its 3 dead letters")  # fmt: skip
             shot("1-queues")
 
-            row.find_element(By.LINK_TEXT, "3").click()
+            until(lambda: fresh(lambda: browser.find_element(By.CSS_SELECTOR, f"{row} a").click()
+                                or True), "a click on the dead-letter count")  # fmt: skip
+            until(lambda: "/dead-letters" in browser.current_url, "the dead letters page")
             Select(browser.find_element(By.ID, "filter-stream")).select_by_value(NOTES_CREATED)
             browser.find_element(By.ID, "filter-error-class").send_keys("ValueError")
             browser.find_element(By.ID, "find").click()
+            until(lambda: "error_class=ValueError" in browser.current_url, "the filtered list")
             letters = browser.find_elements(By.CSS_SELECTOR, "a.letter")
             assert len(letters) == 3
             shot("2-dead-letters")
