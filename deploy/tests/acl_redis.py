@@ -62,7 +62,7 @@ def render_acl() -> str:
     placeholders = {
         "REDIS_ADMIN": "admin", "NOTES_API_REDIS": "notes-api",
         "NOTES_API_WORKER_REDIS": "notes-api-worker", "ARCHIVER_REDIS": "archiver",
-        "SCHEDULER_REDIS": "scheduler", "FANOUT_REDIS": "fanout",
+        "SCHEDULER_REDIS": "scheduler", "FANOUT_REDIS": "fanout", "CONSOLE_REDIS": "console",
     }  # fmt: skip
     acl = re.sub(
         r"@([A-Z_]+)_PASSWORD@", lambda m: password(placeholders[m.group(1)]), TEMPLATE.read_text()
