@@ -60,6 +60,13 @@ TARGETS: tuple[Target, ...] = (
 PACKAGES: tuple[str, ...] = tuple(dict.fromkeys(t.package for t in TARGETS))
 """One image per package (notes-api's image runs both its processes)."""
 
+OPERATOR_IMAGES: Mapping[str, str] = {"console": "tools/console"}
+"""Images of operator tools in the stack (package to folder): not scraped, no ops port, no
+PostgreSQL; the operations console sits behind the proxy on its own port, as its own Redis user."""
+
+IMAGES: Mapping[str, str] = {**{p: f"services/{p}" for p in PACKAGES}, **OPERATOR_IMAGES}
+"""Every image the workflow builds: package to the folder it is built from."""
+
 PENDING_SERVICES: Mapping[str, tuple[str, ...]] = {
     # issue 13: fires by schedule and outcome, punctuality, next fire time.
     "scheduler": (

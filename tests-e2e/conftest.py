@@ -80,6 +80,8 @@ def running_platform(env: dict[str, str], logs: Path) -> Iterator[Platform]:
         "archiver": [BIN / "archiver"],
         "scheduler": [BIN / "scheduler"],
         "fanout": [BIN / "fanout"],
+    }
+    for name, command in commands.items():
         log = (logs / f"{name}.log").open("wb")
         processes[name] = subprocess.Popen(
             command, env={**env, "CONSUMER_NAME": f"e2e-{name}"}, stdout=log, stderr=log

@@ -11,5 +11,6 @@ sed -e '/^#/d' \
     -e "s|@ARCHIVER_REDIS_PASSWORD@|${ARCHIVER_REDIS_PASSWORD}|" \
     -e "s|@SCHEDULER_REDIS_PASSWORD@|${SCHEDULER_REDIS_PASSWORD}|" \
     -e "s|@FANOUT_REDIS_PASSWORD@|${FANOUT_REDIS_PASSWORD}|" \
+    -e "s|@CONSOLE_REDIS_PASSWORD@|${CONSOLE_REDIS_PASSWORD}|" \
     /usr/local/etc/redis/users.acl.template > /data/users.acl
 exec redis-server /usr/local/etc/redis/redis.conf

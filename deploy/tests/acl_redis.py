@@ -60,7 +60,7 @@ def _server_version() -> tuple[int, ...]:
 def render_acl() -> str:
     """The ACL file with test passwords, as start.sh renders it (``#`` lines dropped: Redis takes
     no comments there); WAITAOF (Redis 7.2+) dropped on an older server."""
-    placeholders = {"REDIS_ADMIN": "admin"} | {
+    placeholders = {"REDIS_ADMIN": "admin", "CONSOLE_REDIS": "console"} | {
         f"{t.name.upper().replace('-', '_')}_REDIS": t.name for t in TARGETS
     }
     template = "".join(

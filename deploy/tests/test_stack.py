@@ -12,7 +12,7 @@ import panels
 import pytest
 import yaml
 from acl_redis import acl_redis
-from stack import PACKAGES, PROMETHEUS_CONFIG, ROOT, TARGETS, compose_addresses, render
+from stack import IMAGES, PROMETHEUS_CONFIG, ROOT, TARGETS, compose_addresses, render
 from stack import scrape_config as build_scrape_config
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -28,6 +28,20 @@ def test_compose_runs_every_target_with_its_ops_port_and_service_name() -> None:
         assert f"/{target.package}:" in service["image"], target.name
         ops_network = service["networks"][f"ops-{target.name}"]
         assert env["OPS_HOST"].split()[0] == ops_network["ipv4_address"], "ops port on its network"
+
+
+def test_the_console_is_behind_the_proxy_as_its_own_redis_user_with_its_own_tokens() -> None:
+    console = SERVICES["console"]
+    env = console["environment"]
+    assert env["REDIS_URL"].startswith("redis://console:${CONSOLE_REDIS_PASSWORD}@")
+    assert env["CONSOLE_TOKENS"].startswith("${CONSOLE_TOKENS")
+    assert "edge" in console["networks"]
+    assert not console.get("ports")
+    assert "console" in SERVICES["proxy"]["depends_on"]
+    nginx = (ROOT / "deploy/proxy/nginx.conf").read_text()
+    assert "server console:8090;" in nginx
+    assert "proxy_pass http://console;" in nginx
+    assert "proxy_set_header Host $http_host;" in nginx  # the console's Origin check needs it
 
 
 def test_only_the_proxy_and_grafana_publish_ports() -> None:
@@ -106,12 +120,12 @@ def test_image_workflow_builds_each_package_when_it_or_a_lib_it_uses_changes() -
             if step.get("id") == "filter"
         )
     )
-    assert set(filters) == set(PACKAGES)
+    assert set(filters) == set(IMAGES)
     libs = {p.parent.name for p in (ROOT / "libs").glob("*/pyproject.toml")}
-    for package in PACKAGES:
+    for package, folder in IMAGES.items():
         paths = set(filters[package])
-        assert {f"services/{package}/**", "uv.lock", "deploy/Dockerfile"} <= paths
-        pyproject = ROOT / "services" / package / "pyproject.toml"
+        assert {f"{folder}/**", "uv.lock", "deploy/Dockerfile"} <= paths
+        pyproject = ROOT / folder / "pyproject.toml"
         if pyproject.exists():  # scheduler and fanout arrive with their issues
             deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
             used = {re.split(r"[<>=\[; ]", dep)[0] for dep in deps} & libs
@@ -130,7 +144,7 @@ def test_every_target_has_its_redis_password_and_image_tag_everywhere() -> None:
         assert f'-e "s|@{variable}@|${{{variable}}}|" \\\n' in start, target.name
         assert f"\n{variable}=change-me\n" in env, target.name
         assert f"\nuser {target.name} on >@{variable}@ " in acl, target.name
-    for package in PACKAGES:
+    for package in IMAGES:  # every image has its tag (the console too)
         assert f"\n{package.upper().replace('-', '_')}_TAG=" in env, package
 
 
@@ -146,6 +160,13 @@ def test_redis_acl_users_load_and_are_confined(tmp_path: Path) -> None:
         ("notes-api-worker", "XACK", "{notes.archived.v1}", "g", "0-1"),
         ("notes-api", "EVALSHA", "0123456789012345678901234567890123456789", "1", "ratelimit:k"),
         ("fanout", "XADD", "{jobs.archive}.default", "*", "f", "v"),
+        # The console: an operator's grants on the platform's streams (servicekit.operations).
+        ("console", "XADD", "{jobs.archive}.default", "*", "f", "v"),  # a redrive
+        ("console", "XDEL", "{jobs.archive}.default.dlq", "0-1"),  # a purge
+        ("console", "XADD", "{ops.audit.v1}", "*", "f", "v"),  # its audit record
+        ("console", "SET", "{notes.created.v1}:paused:archiver", "1"),  # pause
+        ("console", "XINFO", "GROUPS", "{notes.created.v1}"),
+        ("console", "EVALSHA", "0123456789012345678901234567890123456789", "1", "{jobs.copy}.x"),
     ]  # fmt: skip
     denied = [
         ("notes-api-worker", "XADD", "{notes.archived.v1}", "*", "f", "v"),  # forged result
@@ -157,10 +178,13 @@ def test_redis_acl_users_load_and_are_confined(tmp_path: Path) -> None:
         ("archiver", "FLUSHALL"),
         ("notes-api-worker", "CONFIG", "SET", "appendonly", "no"),
         ("notes-api", "XREADGROUP", "GROUP", "g", "c", "STREAMS", "{jobs.archive}.low", ">"),
+        ("console", "GET", "ratelimit:k"),  # notes-api's keys are not the operator's
+        ("console", "FLUSHALL"),
+        ("console", "CONFIG", "SET", "appendonly", "no"),
     ]  # fmt: skip
     with acl_redis(tmp_path) as redis:
         users = set(redis.cli("ACL", "USERS").split())
-        assert users == {t.name for t in TARGETS} | {"default", "admin"}
+        assert users == {t.name for t in TARGETS} | {"default", "admin", "console"}
         for user, *command in allowed:
             assert redis.cli("ACL", "DRYRUN", user, *command) == "OK", (user, command)
         for user, *command in denied:

@@ -50,7 +50,13 @@ from contracts import (
     utc_now,
 )
 from notes_api.models import Job
-from notes_api.worker.store import GROUP, PRODUCER, CommandTransaction, WorkerStore, WorkerTransaction
+from notes_api.worker.store import (
+    GROUP,
+    PRODUCER,
+    CommandTransaction,
+    WorkerStore,
+    WorkerTransaction,
+)
 from servicekit import get_logger
 from servicekit.jobs import JobRouter
 
