@@ -6,9 +6,6 @@ import asyncio
 import os
 import signal
 import socket
-import subprocess
-import sys
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,72 +22,15 @@ from contracts.streams import NOTES_ARCHIVED, NOTES_CREATED, job_stream
 from servicekit import StreamKeys
 from servicekit.jobs import enqueue, publish
 from servicekit.settings import asyncpg_url
-from servicekit.testing import eventually, read_events
+from servicekit.testing import ServiceProcess, eventually, free_port, read_events
 
 from .conftest import archive_request, note_created
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ArchiverProcess:
-    """Runs ``python -m archiver`` with the test's Redis prefix and database."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.log = log
-        self.ops = f"http://127.0.0.1:{env['OPS_PORT']}"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def migrate(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "archiver", "migrate"], env=self.env, check=True, timeout=60
-        )
-
-    def start(self, consumer: str) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "archiver"],
-                env={**self.env, "CONSUMER_NAME": consumer},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def status(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(self.ops + path, timeout=1) as response:
-                return int(response.status)
-        except OSError:
-            return 0
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(self.ops + "/metrics", timeout=1) as response:
-            return str(response.read().decode())
-
-    async def ready(self) -> None:
-        async def answers() -> bool:
-            return await asyncio.to_thread(self.status, "/readyz") == 200
-
-        await eventually(answers, within=30)
-
-    def signal(self, sig: signal.Signals) -> int:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 @pytest.fixture
 def archiver_process(
     tmp_path: Path, redis_url: str, database_url: str, stream_prefix: str
-) -> Iterator[ArchiverProcess]:
+) -> Iterator[ServiceProcess]:
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
@@ -99,16 +39,14 @@ def archiver_process(
         "OPS_PORT": str(free_port()),
         "LOG_LEVEL": "WARNING",
     }
-    process = ArchiverProcess(env, tmp_path / "archiver.log")
+    process = ServiceProcess("archiver", env, tmp_path / "archiver.log")
     process.migrate()
     yield process
     process.stop()
 
 
 @pytest.fixture
-async def engine(
-    database_url: str, archiver_process: ArchiverProcess
-) -> AsyncIterator[AsyncEngine]:
+async def engine(database_url: str, archiver_process: ServiceProcess) -> AsyncIterator[AsyncEngine]:
     """An engine on the database `archiver migrate` prepared (overrides conftest's)."""
     engine = create_async_engine(asyncpg_url(database_url))
     yield engine
@@ -126,7 +64,7 @@ async def count_rows(engine: AsyncEngine, table: str) -> int:
 
 
 async def test_process_serves_ops_archives_and_exits_zero_on_sigterm(
-    archiver_process: ArchiverProcess, redis_client: Redis, stream_prefix: str
+    archiver_process: ServiceProcess, redis_client: Redis, stream_prefix: str
 ) -> None:
     keys = StreamKeys(stream_prefix)
     archiver_process.start("archiver-1")
@@ -145,7 +83,7 @@ async def test_process_serves_ops_archives_and_exits_zero_on_sigterm(
     assert await asyncio.to_thread(archiver_process.signal, signal.SIGTERM) == 0
 
 
-async def test_ops_port_listens_on_ops_host_only(archiver_process: ArchiverProcess) -> None:
+async def test_ops_port_listens_on_ops_host_only(archiver_process: ServiceProcess) -> None:
     # servicekit's runner binds the ops port for every worker process (notes-api-worker too).
     archiver_process.env["OPS_HOST"] = "127.0.0.2"
     archiver_process.ops = archiver_process.ops.replace("127.0.0.1", "127.0.0.2")
@@ -158,7 +96,7 @@ async def test_ops_port_listens_on_ops_host_only(archiver_process: ArchiverProce
 
 
 async def test_crash_between_commit_and_publish_still_emits_exactly_once(
-    archiver_process: ArchiverProcess, engine: AsyncEngine, redis_client: Redis, stream_prefix: str
+    archiver_process: ServiceProcess, engine: AsyncEngine, redis_client: Redis, stream_prefix: str
 ) -> None:
     # A process that committed the snapshot and died before its relay ran: the effect and the
     # outbox row are in PostgreSQL, nothing reached Redis, and the request will come again.
@@ -188,7 +126,7 @@ async def test_crash_between_commit_and_publish_still_emits_exactly_once(
 @pytest.mark.chaos
 @pytest.mark.timeout(240)
 async def test_sigkill_mid_batch_then_restart_leaves_one_snapshot_and_event_per_job(
-    archiver_process: ArchiverProcess, engine: AsyncEngine, redis_client: Redis, stream_prefix: str
+    archiver_process: ServiceProcess, engine: AsyncEngine, redis_client: Redis, stream_prefix: str
 ) -> None:
     keys = StreamKeys(stream_prefix)
     total = 300

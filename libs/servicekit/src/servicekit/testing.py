@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,11 +39,13 @@ if TYPE_CHECKING:
 E = TypeVar("E", bound=Event)
 
 __all__ = [
+    "ServiceProcess",
     "assert_routes_declared",
     "create_database",
     "database_url",
     "drop_database",
     "eventually",
+    "free_port",
     "fresh_database",
     "postgres_admin_url",
     "read_events",
@@ -187,3 +195,71 @@ async def read_events(redis: Redis, keys: StreamKeys, stream: str, event_type: t
 
     entries: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(keys.stream(stream))  # type: ignore[assignment]
     return [cast("E", decode_entry(fields, event_type)[0]) for _, fields in entries]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a process's ``OPS_PORT``)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServiceProcess:
+    """A service's console script as a subprocess (``python -m <module>``), for process tests.
+
+    ``env`` holds what the test gives it (``REDIS_URL``, ``DATABASE_URL``, ``STREAM_PREFIX``,
+    ``OPS_PORT``); its output is appended to ``log``. One instance starts one process at a time.
+    """
+
+    def __init__(self, module: str, env: dict[str, str], log: Path) -> None:
+        self.module, self.env, self.log = module, env, log
+        self.ops = f"http://127.0.0.1:{env['OPS_PORT']}"  # always http on loopback (S310 below)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def migrate(self) -> None:
+        """Run ``<module> migrate`` to the end."""
+        command = [sys.executable, "-m", self.module, "migrate"]
+        subprocess.run(command, env=self.env, check=True, timeout=60)  # noqa: S603 - our module
+
+    def start(self, consumer: str) -> None:
+        """Start the service as consumer ``consumer``."""
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(  # noqa: S603 - the test's own module
+                [sys.executable, "-m", self.module],
+                env={**self.env, "CONSUMER_NAME": consumer},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def status(self, path: str) -> int:
+        """The ops port's HTTP status for ``path``, 0 when it does not answer."""
+        try:
+            with urllib.request.urlopen(self.ops + path, timeout=1) as response:  # noqa: S310
+                return int(response.status)
+        except OSError:
+            return 0
+
+    def metrics(self) -> str:
+        """The ops port's ``/metrics`` text."""
+        with urllib.request.urlopen(self.ops + "/metrics", timeout=1) as response:  # noqa: S310
+            return str(response.read().decode())
+
+    async def ready(self) -> None:
+        """Wait until ``/readyz`` answers 200."""
+
+        async def answers() -> bool:
+            return await asyncio.to_thread(self.status, "/readyz") == 200
+
+        await eventually(answers, within=30)
+
+    def signal(self, sig: signal.Signals) -> int:
+        """Send ``sig`` and return the exit code (negative: killed by a signal)."""
+        assert self.process is not None
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Kill the process if it still runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
