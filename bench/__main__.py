@@ -30,6 +30,7 @@ from bench import (
     fanout,
     faststream_sub,
     http_api,
+    machine,
     raw_loop,
     runtime,
     scheduler_punctuality,
@@ -91,6 +92,8 @@ async def main() -> int:
     config = Config.from_env()
     base = run_prefix()
     n, repeats = config.messages, config.repeats
+    host = await machine.describe(REDIS_URL, os.environ.get("DATABASE_URL"))
+    _say(machine.summary(host))
     _say(
         f"bench: {n} messages x {repeats} rounds, backlog {config.backlog}, key prefix {base!r}, "
         f"redis {REDIS_URL}, {os.cpu_count()} CPUs, load avg {_load()}"
@@ -172,6 +175,7 @@ async def main() -> int:
     rburst50, rburst99 = runtime.summarize(raw_lat.burst_ms)
     rpaced50, rpaced99 = runtime.summarize(raw_lat.paced_ms)
     rows = [
+        machine.row(host),
         Row("raw_loop_throughput", raw_m, "msgs/s"),
         Row.against("raw_loop_sync_throughput", rate["raw_sync"], "msgs/s", raw_m),
         Row.against(

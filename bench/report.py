@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,11 +111,21 @@ Scenario = Callable[[Callable[[str], None]], Coroutine[Any, Any, tuple[list[Row]
 
 def run_alone(scenario: Scenario) -> int:
     """`python -m bench.<scenario>`: run it, print its table, merge its rows into the results."""
+    from bench import machine  # it imports Row from this module
 
     def say(line: str) -> None:
         print(line, flush=True)
 
-    rows, _ = asyncio.run(scenario(say))
+    async def measured() -> list[Row]:
+        redis_url = os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL")
+        host = await machine.describe(
+            redis_url or "redis://127.0.0.1:6379/0", os.environ.get("DATABASE_URL")
+        )
+        say(machine.summary(host))
+        rows, _ = await scenario(say)
+        return [machine.row(host), *rows]
+
+    rows = asyncio.run(measured())
     say("")
     say(table(rows))
     say(f"\nwrote {merge(rows)}")
