@@ -72,7 +72,8 @@ async def audit(redis: Redis, keys: StreamKeys) -> list[dict[str, str]]:
 
 
 async def test_no_credential_is_401_with_the_login_form(client: httpx.AsyncClient) -> None:
-    for path in ("/", "/dead-letters", f"/dead-letters/{NOTES_CREATED}/1-0", "/queues/rows"):
+    for path in ("/", "/dead-letters", f"/dead-letters/{NOTES_CREATED}/1-0", "/queues/rows",
+                 f"/streams/{NOTES_CREATED}"):  # fmt: skip
         response = await client.get(path)
         assert response.status_code == 401, path
         assert response.headers["www-authenticate"].startswith("Bearer")
@@ -306,3 +307,45 @@ def test_tokens_come_from_the_environment_and_short_or_missing_ones_are_refused(
     monkeypatch.delenv("CONSOLE_TOKENS")
     with pytest.raises(ValueError, match="CONSOLE_TOKEN"):
         ConsoleSettings().operators()
+
+
+async def test_a_streams_page_shows_its_groups_and_newest_entries_decoded_secrets_masked(
+    client: httpx.AsyncClient, redis_client: Redis, keys: StreamKeys
+) -> None:
+    key = keys.stream(NOTES_CREATED)
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    for n in range(3):
+        body = {"type": NOTES_CREATED, "n": n, "note": {"title": f"title {n}"},
+                "password": "hunter2-hunter2", "body": f"Bearer {TOKEN}"}  # fmt: skip
+        headers = {"content-type": "application/json", "event_type": NOTES_CREATED,
+                   "traceparent": f"00-{trace}-b7ad6b7169203331-01"}  # fmt: skip
+        await redis_client.xadd(key, {"__data__": encode_envelope(json.dumps(body).encode(),
+                                                                  headers)})  # fmt: skip
+    await redis_client.xgroup_create(key, GROUP, id="0")
+    await redis_client.xadd(key, {"junk": "x"})
+    await log_in(client)
+
+    page = await client.get(f"/streams/{NOTES_CREATED}", params={"count": 3})
+
+    assert page.status_code == 200
+    text = html.unescape(page.text)
+    assert re.search(r'id="stream-length">4<', text)
+    assert f'data-group="{GROUP}"' in text
+    entries = re.findall(r'data-entry="([^"]+)"', text)
+    assert len(entries) == 3
+    assert "no __data__ field" in text  # the newest, foreign entry, shown raw
+    assert '"n": 2' in text
+    assert '"n": 1' in text
+    assert '"n": 0' not in text  # beyond count
+    assert f"https://grafana.example/explore?trace={trace}" in text
+    assert "hunter2" not in text
+    assert TOKEN not in text
+    assert '"password": "***"' in text
+    older = html.unescape((await client.get(
+        f"/streams/{NOTES_CREATED}", params={"count": 3, "before": entries[-1]})).text)  # fmt: skip
+    assert '"n": 0' in older
+    assert 'id="older"' not in older
+    assert (await client.get("/streams/no.such.v1")).status_code == 404
+    bad = await client.get(f"/streams/{NOTES_CREATED}", params={"before": "x; DROP"})
+    assert bad.status_code == 400
+    assert f'href="/streams/{NOTES_CREATED}"' in (await client.get("/")).text

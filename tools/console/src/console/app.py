@@ -20,6 +20,7 @@ from console import views
 from console.auth import Authenticator, NotAuthenticatedError
 from console.settings import ConsoleSettings
 from servicekit import StreamKeys, create_redis
+from servicekit.logs import SecretRedactor
 
 HERE = Path(__file__).parent
 
@@ -56,6 +57,7 @@ def create_app(settings: ConsoleSettings, *, redis: Redis | None = None) -> Fast
     app.state.keys = StreamKeys(settings.stream_prefix)
     app.state.auth = Authenticator(settings.operators())
     app.state.settings = settings
+    app.state.redactor = SecretRedactor(settings.secrets())  # masks payloads as logs are masked
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(views.router)

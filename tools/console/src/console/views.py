@@ -34,15 +34,18 @@ from servicekit.operations import (
     DeadLetter,
     DeadLetterFilter,
     GroupStatus,
+    StreamEntry,
     find_dead_letters,
     group_status,
     inspect_dead_letter,
     pause_group,
     purge,
+    recent_entries,
     record_audit,
     redrive,
     resume_group,
 )
+from servicekit.logs import SecretRedactor
 
 router = APIRouter()
 log = get_logger("console")
@@ -282,12 +285,22 @@ def trace_link(tempo_url: str | None, trace_id: str | None) -> str | None:
     return f"{tempo_url.rstrip('/')}/api/traces/{trace_id}"
 
 
-def _payload(letter: DeadLetter) -> str:
+def shown(request: Request, value: Any) -> str:
+    """``value`` pretty-printed, with secrets masked as in the logs (sensitive keys, URL
+    passwords, bearer tokens, every configured secret): a payload may carry one by mistake."""
+    redactor: SecretRedactor = request.app.state.redactor
+    if isinstance(value, str):
+        return redactor.scrub_text(value)
+    scrubbed = redactor(None, "", {"value": value})["value"]
+    return json.dumps(scrubbed, indent=2, sort_keys=True, default=str)
+
+
+def _payload(request: Request, letter: DeadLetter) -> str:
     text = letter.body.decode(errors="replace")
     try:
-        return json.dumps(json.loads(text), indent=2, sort_keys=True)
+        return shown(request, json.loads(text))
     except ValueError:
-        return text
+        return shown(request, text)
 
 
 @router.get("/dead-letters/{stream}/{letter_id}", response_class=HTMLResponse)
@@ -300,8 +313,48 @@ async def dead_letter(request: Request, who: Operator, stream: str, letter_id: s
     if letter is None:
         raise HTTPException(404, f"no dead letter {letter_id} on {stream} (redriven or purged?)")
     link = trace_link(request.app.state.settings.tempo_url, letter.meta.get("trace_id"))
-    return render(request, "dead_letter.html", who, letter=letter, payload=_payload(letter),
+    return render(request, "dead_letter.html", who, letter=letter,
+                  payload=_payload(request, letter), headers=shown(request, letter.headers),
                   trace_link=link)  # fmt: skip
+
+
+ENTRIES_MAX = 200
+
+
+@dataclass(frozen=True)
+class ShownEntry:
+    """A stream entry as the page shows it: its figures, its payload pretty-printed and masked."""
+
+    entry: StreamEntry
+    added_at: str
+    headers: str
+    body: str
+    trace_link: str | None
+
+
+@router.get("/streams/{stream}", response_class=HTMLResponse)
+async def stream_page(request: Request, who: Operator, stream: str, count: int = 20,
+                      before: str | None = None) -> HTMLResponse:  # fmt: skip
+    """One stream: the groups reading it, its length and its last entries decoded."""
+    _declared(stream)
+    if not 1 <= count <= ENTRIES_MAX:
+        raise HTTPException(400, f"count: 1 to {ENTRIES_MAX}")
+    if before is not None and not _ENTRY_ID.fullmatch(before):
+        raise HTTPException(400, f"before: an entry id (like 1733580000000-0), not {before!r}")
+    redis, keys = _redis(request)
+    groups = [await group_status(redis, keys, s, g) for s, g in declared_pairs() if s == stream]
+    tempo = request.app.state.settings.tempo_url
+    entries = [
+        ShownEntry(e, datetime.fromtimestamp(e.added_at, UTC).isoformat(timespec="milliseconds"),
+                   shown(request, e.headers), shown(request, e.body), trace_link(tempo, e.trace_id))
+        for e in await recent_entries(redis, keys, stream, count=count, before=before)
+    ]  # fmt: skip
+    length = groups[0].length if groups else 0
+    return render(request, "stream.html", who, stream=stream, groups=groups, length=length,
+                  entries=entries, count=count, before=before)  # fmt: skip
+
+
+_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 def _rate(form: Posted) -> float | None:
