@@ -8,18 +8,21 @@ import html
 import io
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from console.app import create_app
+from console.redrives import Redrives
 from console.settings import ConsoleSettings
 from contracts import NOTES_CREATED
 from servicekit import StreamKeys
 from servicekit.logs import configure_logging
-from servicekit.operations import AUDIT_STREAM, group_status
+from servicekit.operations import AUDIT_STREAM, DeadLetterFilter, group_status
+from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD, encode_envelope
 
 GROUP = "archiver"  # reads notes.created.v1 (contracts)
@@ -234,22 +237,83 @@ async def test_dry_run_moves_nothing_and_the_redrive_moves_exactly_the_previewed
     previewed = re.findall(r'name="id" value="([^"]+)"', preview.text)
     assert sorted(previewed) == sorted([first, second])
 
-    done = await client.post(
+    started = await client.post(
         "/dead-letters/redrive",
         data={"csrf": csrf, "stream": NOTES_CREATED, "error_class": "ValueError",
               "mode": "redrive", "id": previewed},
     )  # fmt: skip
 
-    assert done.status_code == 200
+    assert started.status_code == 303
+    run_page = started.headers["location"]
+    progress = await finished(client, run_page)
+    assert (progress["moved"], progress["total"], progress["operator"]) == (2, 2, "alice")
+    done = await client.get(run_page)
     assert "Redrove 2 of 2" in done.text
     remaining = await redis_client.xrange(keys.dead_letters(NOTES_CREATED))
-    assert [entry_id.decode() for entry_id, _ in remaining] == [other]
+    assert [entry_id.decode() for entry_id in (e for e, _ in remaining)] == [other]
     moved = await redis_client.xrange(keys.stream(NOTES_CREATED))
     assert len(moved) == 2
     assert all(fields[b"for_group"] == GROUP.encode() for _, fields in moved)
     [record] = await audit(redis_client, keys)
     assert (record["operator"], record["action"], record["count"]) == ("alice", "dlq.redrive", "2")
     assert json.loads(record["detail"])["error_class"] == "ValueError"
+
+
+async def waited(probe: Callable[[], Awaitable[bool]], what: Callable[[], str]) -> None:
+    """``eventually(probe)``, failing with what was awaited and what was seen."""
+    try:
+        await eventually(probe, within=30)
+    except AssertionError:
+        pytest.fail(f"timed out waiting for {what()}")
+
+
+async def finished(client: httpx.AsyncClient, run_page: str) -> dict[str, Any]:
+    """Poll a redrive's progress until it is finished; return the last figures."""
+    seen: list[dict[str, Any]] = []
+
+    async def done() -> bool:
+        seen.append((await client.get(f"{run_page}/progress")).json())
+        return bool(seen[-1]["finished"])
+
+    await waited(done, lambda: f"the redrive to finish; last seen {seen[-1:]}")
+    return seen[-1]
+
+
+async def test_a_paced_redrive_runs_in_the_background_and_its_progress_goes_up_to_done(
+    client: httpx.AsyncClient, redis_client: Redis, keys: StreamKeys
+) -> None:
+    ids = [await dead_letter(redis_client, keys, n, "ValueError") for n in range(3)]
+    csrf = await log_in(client)
+
+    # One a second: the first moves at once, the others 1 s and 2 s later.
+    started = await client.post("/dead-letters/redrive", data={
+        "csrf": csrf, "stream": NOTES_CREATED, "mode": "redrive", "id": ids, "per_second": "1",
+    })  # fmt: skip
+
+    assert started.status_code == 303
+    run_page = started.headers["location"]
+    page = (await client.get(run_page)).text
+    assert 'data-finished="no"' in page  # the request answered before the redrive ended
+    assert 'id="run-progress"' in page
+    observed: list[int] = []
+
+    async def done() -> bool:
+        progress = (await client.get(f"{run_page}/progress")).json()
+        if not observed or observed[-1] != progress["moved"]:
+            observed.append(progress["moved"])
+        return bool(progress["finished"])
+
+    await waited(done, lambda: f"the redrive to finish; moved so far {observed}")
+    assert observed == sorted(observed)
+    assert observed[-1] == 3
+    assert any(0 < moved < 3 for moved in observed), observed  # seen part-way, not only at the end
+    final = (await client.get(run_page)).text
+    assert "Redrove 3 of 3" in final
+    assert 'data-finished="yes"' in final
+    assert run_page.rsplit("/", 1)[1] in (await client.get("/redrives")).text
+    [record] = await audit(redis_client, keys)
+    assert (record["operator"], record["count"]) == ("alice", "3")
+    assert (await client.get("/redrives/nope/progress")).status_code == 404
 
 
 async def test_purge_needs_the_typed_confirmation_then_deletes_and_is_audited(
@@ -349,3 +413,26 @@ async def test_a_streams_page_shows_its_groups_and_newest_entries_decoded_secret
     bad = await client.get(f"/streams/{NOTES_CREATED}", params={"before": "x; DROP"})
     assert bad.status_code == 400
     assert f'href="/streams/{NOTES_CREATED}"' in (await client.get("/")).text
+
+
+async def test_a_redrive_stopped_part_way_records_what_it_moved(
+    redis_client: Redis, keys: StreamKeys
+) -> None:
+    ids = [await dead_letter(redis_client, keys, n, "ValueError") for n in range(3)]
+    redrives = Redrives(keys)
+    run = redrives.start(redis_client, NOTES_CREATED, DeadLetterFilter(ids=frozenset(ids)),
+                         operator="alice", per_second=0.1)  # fmt: skip
+    await waited(lambda: _true(len(run.moved) == 1), lambda: f"one letter moved; run {run}")
+
+    await redrives.stop()  # the console shutting down, 10 s before the second letter
+
+    assert run.finished
+    assert run.error == "stopped: the console shut down"
+    assert await redis_client.xlen(keys.dead_letters(NOTES_CREATED)) == 2
+    [record] = await audit(redis_client, keys)
+    assert (record["operator"], record["action"], record["count"]) == ("alice", "dlq.redrive", "1")
+    assert json.loads(record["detail"])["ended"] == "stopped: the console shut down"
+
+
+async def _true(value: bool) -> bool:
+    return value

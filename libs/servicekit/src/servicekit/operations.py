@@ -234,8 +234,9 @@ async def redrive(
 
     ``per_second`` paces the moves (a redrive of thousands must not flood the consumers), and
     ``progress(done, total)`` is told after each, ``on_letter(letter, new_id)`` too (``new_id``
-    is None for a letter gone meanwhile: redriven or purged by someone else). A real redrive appends an audit record to
-    :data:`AUDIT_STREAM` (who, when, what, how many); a dry run moves and records nothing.
+    is None for a letter gone meanwhile: redriven or purged by someone else). A real redrive
+    appends an audit record to :data:`AUDIT_STREAM` (who, when, what, how many); a dry run moves
+    and records nothing.
     """
     letters = await find_dead_letters(redis, keys, stream, where, limit=limit)
     result = Redrive(stream, letters, dry_run=dry_run)

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from console import views
 from console.auth import Authenticator, NotAuthenticatedError
+from console.redrives import Redrives
 from console.settings import ConsoleSettings
 from servicekit import StreamKeys, create_redis
 from servicekit.logs import SecretRedactor
@@ -49,12 +50,14 @@ def create_app(settings: ConsoleSettings, *, redis: Redis | None = None) -> Fast
         try:
             yield
         finally:
+            await app.state.redrives.stop()  # each records what it moved before it stopped
             if redis is None:
                 await client.aclose()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.redis = redis
     app.state.keys = StreamKeys(settings.stream_prefix)
+    app.state.redrives = Redrives(app.state.keys)
     app.state.auth = Authenticator(settings.operators())
     app.state.settings = settings
     app.state.redactor = SecretRedactor(settings.secrets())  # masks payloads as logs are masked

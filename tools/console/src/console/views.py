@@ -27,8 +27,10 @@ from console.auth import (
     bearer,
     same_origin,
 )
+from console.redrives import RedriveRun, Redrives
 from contracts import CONSUMER_GROUPS
 from servicekit import StreamKeys, get_logger, redis_check
+from servicekit.logs import SecretRedactor
 from servicekit.operations import (
     AUDIT_STREAM,
     DeadLetter,
@@ -45,7 +47,6 @@ from servicekit.operations import (
     redrive,
     resume_group,
 )
-from servicekit.logs import SecretRedactor
 
 router = APIRouter()
 log = get_logger("console")
@@ -286,8 +287,11 @@ def trace_link(tempo_url: str | None, trace_id: str | None) -> str | None:
 
 
 def shown(request: Request, value: Any) -> str:
-    """``value`` pretty-printed, with secrets masked as in the logs (sensitive keys, URL
-    passwords, bearer tokens, every configured secret): a payload may carry one by mistake."""
+    """``value`` pretty-printed, with secrets masked as in the logs.
+
+    Sensitive keys, URL passwords, bearer tokens and every configured secret: a payload may
+    carry one by mistake, and the page must not show it.
+    """
     redactor: SecretRedactor = request.app.state.redactor
     if isinstance(value, str):
         return redactor.scrub_text(value)
@@ -369,20 +373,49 @@ def _rate(form: Posted) -> float | None:
 
 
 @router.post("/dead-letters/redrive", response_class=HTMLResponse)
-async def redrive_letters(request: Request, form: Form) -> HTMLResponse:
-    """Dry run (the default: what would move), or redrive for real, paced and audited."""
+async def redrive_letters(request: Request, form: Form) -> Response:
+    """Dry run (the default: what would move), or start the redrive and go to its progress page.
+
+    The real one runs in the background (`console.redrives`): paced at a few a second it can
+    take minutes; its page shows how far it is and what it moved, and it is audited when done.
+    """
     stream, _ = _declared(form.one("stream"))
-    dry_run = form.one("mode") != "redrive"
     where, rate = _filter(form.one, form.many("id")), _rate(form)
     redis, keys = _redis(request)
-    result = await redrive(redis, keys, stream, where, operator=form.operator, dry_run=dry_run,
-                           per_second=rate)  # fmt: skip
-    if not dry_run:
-        log.info("console.redrove", operator=form.operator, stream=stream,
-                 moved=len(result.moved), matched=len(result.matched))  # fmt: skip
+    if form.one("mode") == "redrive":
+        redrives: Redrives = request.app.state.redrives
+        run = redrives.start(redis, stream, where, operator=form.operator, per_second=rate)
+        return RedirectResponse(f"/redrives/{run.id}", status_code=303)
+    result = await redrive(redis, keys, stream, where, operator=form.operator, dry_run=True)
     fields = {k: form.one(k) for k in ("group", "error_class", "since", "until", "per_second")}
-    return render(request, "redrive.html", form.operator, result=result, fields=fields,
+    return render(request, "redrive.html", form.operator, result=result, fields=fields)
+
+
+def _run(request: Request, run_id: str) -> RedriveRun:
+    run: RedriveRun | None = request.app.state.redrives.get(run_id)
+    if run is None:
+        raise HTTPException(404, f"no redrive {run_id} in this console (restarted since?)")
+    return run
+
+
+@router.get("/redrives", response_class=HTMLResponse)
+async def redrive_runs(request: Request, who: Operator) -> HTMLResponse:
+    """The redrives this console process started, newest first."""
+    runs = request.app.state.redrives.recent()
+    return render(request, "redrives.html", who, runs=runs)
+
+
+@router.get("/redrives/{run_id}", response_class=HTMLResponse)
+async def redrive_run(request: Request, who: Operator, run_id: str) -> HTMLResponse:
+    """One redrive: its progress while it runs (the page polls), what it moved when done."""
+    return render(request, "redrive_run.html", who, run=_run(request, run_id),
                   audit_stream=AUDIT_STREAM)  # fmt: skip
+
+
+@router.get("/redrives/{run_id}/progress")
+async def redrive_progress(request: Request, who: Operator, run_id: str) -> dict[str, Any]:
+    """The run's figures as JSON (moved, done, total, gone, finished), for its page's poll."""
+    return _run(request, run_id).progress()
 
 
 @router.post("/dead-letters/purge", response_class=HTMLResponse)
