@@ -88,7 +88,7 @@ async def children(connection: AsyncConnection, parent_id: UUID) -> Children:
     )).one()  # fmt: skip
     settled = [str(JobStatus.SUCCEEDED), str(JobStatus.SKIPPED)]
     unsettled = await connection.execute(
-        select(Job.id, Job.status, Job.note_id, Job.error, Job.updated_at)
+        select(Job)
         .where(col(Job.parent_id) == parent_id, col(Job.status).not_in(settled))
         .order_by(col(Job.updated_at).desc())
         .limit(SHOWN_CHILDREN)
