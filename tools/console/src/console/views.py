@@ -299,6 +299,16 @@ def shown(request: Request, value: Any) -> str:
     return json.dumps(scrubbed, indent=2, sort_keys=True, default=str)
 
 
+def _job_id(letter: DeadLetter) -> str | None:
+    """The job a dead letter is a request of (its body's ``job_id``), if it is one."""
+    try:
+        body = json.loads(letter.body)
+    except ValueError:
+        return None
+    job_id = body.get("job_id") if isinstance(body, dict) else None
+    return str(job_id) if job_id else None
+
+
 def _payload(request: Request, letter: DeadLetter) -> str:
     text = letter.body.decode(errors="replace")
     try:
@@ -317,7 +327,7 @@ async def dead_letter(request: Request, who: Operator, stream: str, letter_id: s
     if letter is None:
         raise HTTPException(404, f"no dead letter {letter_id} on {stream} (redriven or purged?)")
     link = trace_link(request.app.state.settings.tempo_url, letter.meta.get("trace_id"))
-    return render(request, "dead_letter.html", who, letter=letter,
+    return render(request, "dead_letter.html", who, letter=letter, job_id=_job_id(letter),
                   payload=_payload(request, letter), headers=shown(request, letter.headers),
                   trace_link=link)  # fmt: skip
 
