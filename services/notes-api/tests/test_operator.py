@@ -78,6 +78,31 @@ async def test_an_operator_reads_any_owners_job_with_its_timeline(
     assert {k: job[k] for k in public} == public
 
 
+async def test_a_dead_job_redriven_and_applied_shows_succeeded_after_its_dead_attempt(
+    client: httpx.AsyncClient, alice: dict[str, str], store: WorkerStore
+) -> None:
+    note = await create_note(client, alice)
+    job_id = (await client.post(f"/v1/notes/{note['id']}/archive", headers=alice)).json()["job_id"]
+    await record_job_status([attempt(JobStarted, job_id, 1)], store)
+    await record_job_status([attempt(JobDeadLettered, job_id, 1, attempts=1, error_class="E",
+                            error_message="table missing", dead_letter_stream="d",
+                            dead_letter_id="1-0")], store)  # fmt: skip
+    await record_job_status([attempt(JobStarted, job_id, 1)], store)  # the redriven delivery
+    assert (await client.get(f"/v1/jobs/{job_id}", headers=alice)).json()["status"] == "dead"
+
+    result = NoteArchived(producer="archiver", owner_id="alice", note_id=UUID(note["id"]),
+                          version=1, job_id=UUID(job_id))  # fmt: skip
+    await mark_note_archived([result], store)
+
+    job = (await client.get(f"/v1/operator/jobs/{job_id}", headers=OPERATOR)).json()
+    assert job["status"] == "succeeded"
+    assert job["result"] == {"note_id": note["id"], "version": 1}
+    steps = [(s["source"], s["status"]) for s in job["timeline"]]
+    assert steps == [("created", "accepted"), ("attempt", "running"), ("attempt", "dead"),
+                     ("last_update", "succeeded")]  # fmt: skip
+    assert (await client.get(f"/v1/notes/{note['id']}", headers=alice)).json()["archived_at"]
+
+
 async def test_a_bulk_parent_shows_its_children_as_their_rows_stand(
     client: httpx.AsyncClient, alice: dict[str, str], store: WorkerStore
 ) -> None:
