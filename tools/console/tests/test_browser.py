@@ -225,8 +225,8 @@ def test_an_operator_redrives_dead_archive_jobs_and_sees_them_succeed(
 
     keys = StreamKeys(stream_prefix)
     redis = SyncRedis.from_url(redis_url)
-    key = platform.create_key("alice")
-    api = httpx.Client(base_url=platform.api, timeout=10, headers={"Authorization": f"Bearer {key}"})
+    owner = {"Authorization": f"Bearer {platform.create_key('alice')}"}
+    api = httpx.Client(base_url=platform.api, timeout=10, headers=owner)
 
     def shot(name: str) -> None:
         assert browser.save_screenshot(str(screenshots / f"{name}.png"))
