@@ -6,7 +6,6 @@ from uuid import UUID, uuid4
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contracts import (
     JobDeadLettered,
@@ -24,6 +23,7 @@ from notes_api.worker.handlers import mark_note_archived, record_job_status
 from notes_api.worker.store import WorkerStore
 
 from .conftest import create_note
+from .test_worker import attempt
 
 OPERATOR_TOKEN = "operator-token-for-tests-0123456789abcdef"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
@@ -40,24 +40,29 @@ def store(engine: AsyncEngine) -> WorkerStore:
     return WorkerStore(engine)
 
 
-def attempt(cls: type, job_id: str, n: int, **fields: Any) -> Any:
-    return cls(producer="archiver", job_id=UUID(job_id), job_type="archive", attempt=n,
-               stream=ARCHIVE_STREAM, **fields)  # fmt: skip
+async def archive_job(client: httpx.AsyncClient, owner: dict[str, str]) -> tuple[Any, str]:
+    """A note of ``owner``'s and the archive job asked for it."""
+    note = await create_note(client, owner)
+    response = await client.post(f"/v1/notes/{note['id']}/archive", headers=owner)
+    return note, response.json()["job_id"]
+
+
+def archived(note: Any, job_id: str) -> NoteArchived:
+    """The archiver's result for the job."""
+    return NoteArchived(producer="archiver", owner_id="alice", note_id=UUID(note["id"]),
+                        version=1, job_id=UUID(job_id))  # fmt: skip
 
 
 async def test_an_operator_reads_any_owners_job_with_its_timeline(
     client: httpx.AsyncClient, alice: dict[str, str], store: WorkerStore
 ) -> None:
-    note = await create_note(client, alice)
-    job_id = (await client.post(f"/v1/notes/{note['id']}/archive", headers=alice)).json()["job_id"]
+    note, job_id = await archive_job(client, alice)
     await record_job_status([attempt(JobStarted, job_id, 1)], store)
     retrying = attempt(JobRetrying, job_id, 1, error_class="TransientError",
                        error_message="not stored yet", next_attempt_at=utc_now())  # fmt: skip
     await record_job_status([retrying], store)
     await record_job_status([attempt(JobStarted, job_id, 2)], store)
-    result = NoteArchived(producer="archiver", owner_id="alice", note_id=UUID(note["id"]),
-                          version=1, job_id=UUID(job_id))  # fmt: skip
-    await mark_note_archived([result], store)
+    await mark_note_archived([archived(note, job_id)], store)
 
     response = await client.get(f"/v1/operator/jobs/{job_id}", headers=OPERATOR)
 
@@ -81,8 +86,7 @@ async def test_an_operator_reads_any_owners_job_with_its_timeline(
 async def test_a_dead_job_redriven_and_applied_shows_succeeded_after_its_dead_attempt(
     client: httpx.AsyncClient, alice: dict[str, str], store: WorkerStore
 ) -> None:
-    note = await create_note(client, alice)
-    job_id = (await client.post(f"/v1/notes/{note['id']}/archive", headers=alice)).json()["job_id"]
+    note, job_id = await archive_job(client, alice)
     await record_job_status([attempt(JobStarted, job_id, 1)], store)
     await record_job_status([attempt(JobDeadLettered, job_id, 1, attempts=1, error_class="E",
                             error_message="table missing", dead_letter_stream="d",
@@ -90,9 +94,7 @@ async def test_a_dead_job_redriven_and_applied_shows_succeeded_after_its_dead_at
     await record_job_status([attempt(JobStarted, job_id, 1)], store)  # the redriven delivery
     assert (await client.get(f"/v1/jobs/{job_id}", headers=alice)).json()["status"] == "dead"
 
-    result = NoteArchived(producer="archiver", owner_id="alice", note_id=UUID(note["id"]),
-                          version=1, job_id=UUID(job_id))  # fmt: skip
-    await mark_note_archived([result], store)
+    await mark_note_archived([archived(note, job_id)], store)
 
     job = (await client.get(f"/v1/operator/jobs/{job_id}", headers=OPERATOR)).json()
     assert job["status"] == "succeeded"
@@ -136,8 +138,7 @@ async def test_a_bulk_parent_shows_its_children_as_their_rows_stand(
 async def test_without_an_operator_token_it_is_401_problem_json(
     client: httpx.AsyncClient, alice: dict[str, str]
 ) -> None:
-    note = await create_note(client, alice)
-    job_id = (await client.post(f"/v1/notes/{note['id']}/archive", headers=alice)).json()["job_id"]
+    _, job_id = await archive_job(client, alice)
     for headers in ({}, alice, {"Authorization": f"Bearer {OPERATOR_TOKEN[:-1]}x"},
                     {"Authorization": f"Basic {OPERATOR_TOKEN}"}):  # fmt: skip
         response = await client.get(f"/v1/operator/jobs/{job_id}", headers=headers)
