@@ -16,7 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from redis.asyncio import Redis
 
-from console import job_pages, views
+from console import job_pages, redrive_pages, stream_pages, views
 from console.auth import Authenticator, NotAuthenticatedError
 from console.jobs import JobLookup
 from console.redrives import Redrives
@@ -76,6 +76,8 @@ def create_app(
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(views.router)
+    app.include_router(stream_pages.router)
+    app.include_router(redrive_pages.router)
     app.include_router(job_pages.router)
 
     @app.middleware("http")

@@ -1,8 +1,10 @@
 """The console's pages and actions: every figure and every change is a servicekit.operations call.
 
 Queues (the declared (stream, group) pairs with their status, pause/resume), dead letters (filter,
-inspect, redrive with a dry run first, purge with a typed confirmation). Actions are audited in
-the stream `jobsctl` writes, as the operator logged in.
+inspect, redrive with a dry run first, purge with a typed confirmation), and what every page
+shares (the operator, forms with their CSRF proof, rendering, masking). Actions are audited in
+the stream `jobsctl` writes, as the operator logged in. A stream's page, a redrive's progress and
+the job page are `stream_pages`, `redrive_pages` and `job_pages`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from console.auth import (
     bearer,
     same_origin,
 )
-from console.redrives import RedriveRun, Redrives
+from console.redrives import Redrives
 from contracts import CONSUMER_GROUPS
 from servicekit import StreamKeys, get_logger, redis_check
 from servicekit.logs import SecretRedactor
@@ -36,13 +38,11 @@ from servicekit.operations import (
     DeadLetter,
     DeadLetterFilter,
     GroupStatus,
-    StreamEntry,
     find_dead_letters,
     group_status,
     inspect_dead_letter,
     pause_group,
     purge,
-    recent_entries,
     record_audit,
     redrive,
     resume_group,
@@ -69,7 +69,8 @@ def _auth(request: Request) -> Authenticator:
     return auth
 
 
-def _redis(request: Request) -> tuple[Redis, StreamKeys]:
+def redis_and_keys(request: Request) -> tuple[Redis, StreamKeys]:
+    """The console's Redis client and key layout."""
     return request.app.state.redis, request.app.state.keys
 
 
@@ -193,7 +194,7 @@ SORT_KEYS = {
 
 
 async def _statuses(request: Request, sort: str, order: str) -> list[GroupStatus]:
-    redis, keys = _redis(request)
+    redis, keys = redis_and_keys(request)
     rows = [await group_status(redis, keys, s, g) for s, g in declared_pairs()]
     return sorted(rows, key=SORT_KEYS.get(sort, SORT_KEYS["stream"]), reverse=order == "desc")
 
@@ -214,7 +215,8 @@ async def queue_rows(request: Request, who: Operator, sort: str = "stream", orde
     return render(request, "_rows.html", who, rows=rows)
 
 
-def _declared(stream: str | None, group: str | None = None) -> tuple[str, str | None]:
+def require_declared(stream: str | None, group: str | None = None) -> tuple[str, str | None]:
+    """``(stream, group)`` if the platform declares them (a group: reading that stream); 404."""
     if stream not in declared_streams():
         raise HTTPException(404, f"unknown stream {stream!r}")
     if group is not None and (stream, group) not in declared_pairs():
@@ -227,9 +229,9 @@ async def pause_or_resume(request: Request, action: str, form: Form) -> Response
     """Pause or resume a declared group (the kill switch), audited as the operator."""
     if action not in ("pause", "resume"):
         raise HTTPException(404, "no such action")
-    stream, group = _declared(form.one("stream"), form.one("group") or "")
+    stream, group = require_declared(form.one("stream"), form.one("group") or "")
     assert group is not None
-    redis, keys = _redis(request)
+    redis, keys = redis_and_keys(request)
     await (pause_group if action == "pause" else resume_group)(redis, keys, stream, group)
     await record_audit(redis, keys, operator=form.operator, action=f"group.{action}",
                        stream=stream, count=1, detail={"group": group})  # fmt: skip
@@ -267,9 +269,9 @@ async def dead_letters(request: Request, who: Operator) -> HTMLResponse:
     """Dead letters of one stream or all, filtered by group, error class and time window."""
     query = {k: v.strip() for k, v in request.query_params.items() if v.strip()}
     if "stream" in query:
-        _declared(query["stream"])
+        require_declared(query["stream"])
     where = _filter(query.get)
-    redis, keys = _redis(request)
+    redis, keys = redis_and_keys(request)
     found: dict[str, list[DeadLetter]] = {}
     for stream in [query["stream"]] if "stream" in query else declared_streams():
         found[stream] = await find_dead_letters(redis, keys, stream, where, limit=LIST_LIMIT)
@@ -321,8 +323,8 @@ def _payload(request: Request, letter: DeadLetter) -> str:
 async def dead_letter(request: Request, who: Operator, stream: str, letter_id: str
                       ) -> HTMLResponse:  # fmt: skip
     """One dead letter: its error, attempts, trace link, payload and headers."""
-    _declared(stream)
-    redis, keys = _redis(request)
+    require_declared(stream)
+    redis, keys = redis_and_keys(request)
     letter = await inspect_dead_letter(redis, keys, stream, letter_id)
     if letter is None:
         raise HTTPException(404, f"no dead letter {letter_id} on {stream} (redriven or purged?)")
@@ -330,45 +332,6 @@ async def dead_letter(request: Request, who: Operator, stream: str, letter_id: s
     return render(request, "dead_letter.html", who, letter=letter, job_id=_job_id(letter),
                   payload=_payload(request, letter), headers=shown(request, letter.headers),
                   trace_link=link)  # fmt: skip
-
-
-ENTRIES_MAX = 200
-
-
-@dataclass(frozen=True)
-class ShownEntry:
-    """A stream entry as the page shows it: its figures, its payload pretty-printed and masked."""
-
-    entry: StreamEntry
-    added_at: str
-    headers: str
-    body: str
-    trace_link: str | None
-
-
-@router.get("/streams/{stream}", response_class=HTMLResponse)
-async def stream_page(request: Request, who: Operator, stream: str, count: int = 20,
-                      before: str | None = None) -> HTMLResponse:  # fmt: skip
-    """One stream: the groups reading it, its length and its last entries decoded."""
-    _declared(stream)
-    if not 1 <= count <= ENTRIES_MAX:
-        raise HTTPException(400, f"count: 1 to {ENTRIES_MAX}")
-    if before is not None and not _ENTRY_ID.fullmatch(before):
-        raise HTTPException(400, f"before: an entry id (like 1733580000000-0), not {before!r}")
-    redis, keys = _redis(request)
-    groups = [await group_status(redis, keys, s, g) for s, g in declared_pairs() if s == stream]
-    tempo = request.app.state.settings.tempo_url
-    entries = [
-        ShownEntry(e, datetime.fromtimestamp(e.added_at, UTC).isoformat(timespec="milliseconds"),
-                   shown(request, e.headers), shown(request, e.body), trace_link(tempo, e.trace_id))
-        for e in await recent_entries(redis, keys, stream, count=count, before=before)
-    ]  # fmt: skip
-    length = groups[0].length if groups else 0
-    return render(request, "stream.html", who, stream=stream, groups=groups, length=length,
-                  entries=entries, count=count, before=before)  # fmt: skip
-
-
-_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 
 
 def _rate(form: Posted) -> float | None:
@@ -389,9 +352,9 @@ async def redrive_letters(request: Request, form: Form) -> Response:
     The real one runs in the background (`console.redrives`): paced at a few a second it can
     take minutes; its page shows how far it is and what it moved, and it is audited when done.
     """
-    stream, _ = _declared(form.one("stream"))
+    stream, _ = require_declared(form.one("stream"))
     where, rate = _filter(form.one, form.many("id")), _rate(form)
-    redis, keys = _redis(request)
+    redis, keys = redis_and_keys(request)
     if form.one("mode") == "redrive":
         redrives: Redrives = request.app.state.redrives
         run = redrives.start(redis, stream, where, operator=form.operator, per_second=rate)
@@ -401,40 +364,13 @@ async def redrive_letters(request: Request, form: Form) -> Response:
     return render(request, "redrive.html", form.operator, result=result, fields=fields)
 
 
-def _run(request: Request, run_id: str) -> RedriveRun:
-    run: RedriveRun | None = request.app.state.redrives.get(run_id)
-    if run is None:
-        raise HTTPException(404, f"no redrive {run_id} in this console (restarted since?)")
-    return run
-
-
-@router.get("/redrives", response_class=HTMLResponse)
-async def redrive_runs(request: Request, who: Operator) -> HTMLResponse:
-    """The redrives this console process started, newest first."""
-    runs = request.app.state.redrives.recent()
-    return render(request, "redrives.html", who, runs=runs)
-
-
-@router.get("/redrives/{run_id}", response_class=HTMLResponse)
-async def redrive_run(request: Request, who: Operator, run_id: str) -> HTMLResponse:
-    """One redrive: its progress while it runs (the page polls), what it moved when done."""
-    return render(request, "redrive_run.html", who, run=_run(request, run_id),
-                  audit_stream=AUDIT_STREAM)  # fmt: skip
-
-
-@router.get("/redrives/{run_id}/progress")
-async def redrive_progress(request: Request, who: Operator, run_id: str) -> dict[str, Any]:
-    """The run's figures as JSON (moved, done, total, gone, finished), for its page's poll."""
-    return _run(request, run_id).progress()
-
-
 @router.post("/dead-letters/purge", response_class=HTMLResponse)
 async def purge_letters(request: Request, form: Form) -> HTMLResponse:
     """Delete dead letters for good: only with ``confirm=purge``; audited."""
-    stream, _ = _declared(form.one("stream"))
+    stream, _ = require_declared(form.one("stream"))
     if form.one("confirm") != "purge":
         raise HTTPException(400, "purge deletes dead letters for good: type purge to confirm")
-    redis, keys = _redis(request)
+    redis, keys = redis_and_keys(request)
     removed = await purge(redis, keys, stream, _filter(form.one, form.many("id")),
                           operator=form.operator)  # fmt: skip
     log.info("console.purged", operator=form.operator, stream=stream, removed=removed)
