@@ -436,3 +436,21 @@ async def test_a_redrive_stopped_part_way_records_what_it_moved(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_previewed_letter_purged_before_the_redrive_is_counted_gone(
+    redis_client: Redis, keys: StreamKeys
+) -> None:
+    ids = [await dead_letter(redis_client, keys, n, "ValueError") for n in range(2)]
+    await redis_client.xdel(keys.dead_letters(NOTES_CREATED), ids[0])  # someone else's purge
+    redrives = Redrives(keys)
+
+    run = redrives.start(redis_client, NOTES_CREATED, DeadLetterFilter(ids=frozenset(ids)),
+                         operator="alice", per_second=None)  # fmt: skip
+    await waited(lambda: _true(run.finished), lambda: f"the run to end; run {run}")
+
+    assert run.progress() | {"started_at": None, "finished_at": None, "id": None} == {
+        "id": None, "stream": NOTES_CREATED, "operator": "alice", "total": 2, "done": 1,
+        "moved": 1, "gone": 1, "error": None, "finished": True, "started_at": None,
+        "finished_at": None,
+    }  # fmt: skip

@@ -63,7 +63,8 @@ class RedriveRun:
         }  # fmt: skip
 
     def _counted(self, done: int, total: int) -> None:
-        self.done, self.total = done, total
+        self.done = done
+        self.total = max(self.total, total)  # the previewed count, or what it found
 
     def _moved(self, _letter: DeadLetter, new_id: str | None) -> None:
         if new_id is None:
@@ -110,9 +111,11 @@ class Redrives:
 
     async def _run(self, redis: Redis, run: RedriveRun, where: DeadLetterFilter) -> None:
         try:
-            await redrive(redis, self._keys, run.stream, where, operator=run.operator,
-                          per_second=run.per_second, progress=run._counted,
-                          on_letter=run._moved)  # fmt: skip
+            result = await redrive(redis, self._keys, run.stream, where, operator=run.operator,
+                                   per_second=run.per_second, progress=run._counted,
+                                   on_letter=run._moved)  # fmt: skip
+            # Previewed letters no longer there when it started were redriven or purged since.
+            run.gone += max(0, run.total - len(result.matched))
         except asyncio.CancelledError:
             run.error = "stopped: the console shut down"
             await self._record_partial(redis, run)
