@@ -21,6 +21,7 @@ from servicekit.operations import (
     group_status,
     pause_group,
     purge,
+    recent_entries,
     redrive,
     resume_group,
 )
@@ -49,6 +50,8 @@ async def test_the_console_user_can_do_every_operator_action(tmp_path: Path) -> 
         await resume_group(console, keys, STREAM, GROUP)
         moved = await redrive(console, keys, STREAM, operator="sre", limit=1)
         assert len(moved.moved) == 1
+        [entry] = await recent_entries(console, keys, STREAM)  # the stream page: XREVRANGE
+        assert entry.id == moved.moved[0]
         assert await purge(console, keys, STREAM, operator="sre") == 1
         assert letters
         assert await admin.xlen(keys.stream(AUDIT_STREAM)) == 2

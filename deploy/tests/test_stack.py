@@ -44,6 +44,17 @@ def test_the_console_is_behind_the_proxy_as_its_own_redis_user_with_its_own_toke
     assert "proxy_set_header Host $http_host;" in nginx  # the console's Origin check needs it
 
 
+def test_the_console_looks_jobs_up_in_notes_api_with_a_token_only_they_share() -> None:
+    console = SERVICES["console"]["environment"]
+    assert console["NOTES_API_URL"] == "http://notes-api:8000"
+    token = "${NOTES_API_OPERATOR_TOKEN:?set in deploy/.env}"
+    assert console["NOTES_API_OPERATOR_TOKEN"] == token
+    assert SERVICES["notes-api"]["environment"]["OPERATOR_TOKENS"] == token
+    assert "backend" in SERVICES["console"]["networks"]
+    nginx = (ROOT / "deploy/proxy/nginx.conf").read_text()
+    assert "location /v1/operator/ {\n            return 404;" in nginx  # not from outside
+
+
 def test_only_the_proxy_and_grafana_publish_ports() -> None:
     published = sorted(name for name, service in SERVICES.items() if service.get("ports"))
     assert published == ["grafana", "proxy"]

@@ -8,18 +8,21 @@ import html
 import io
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from console.app import create_app
+from console.redrives import Redrives
 from console.settings import ConsoleSettings
 from contracts import NOTES_CREATED
 from servicekit import StreamKeys
 from servicekit.logs import configure_logging
-from servicekit.operations import AUDIT_STREAM, group_status
+from servicekit.operations import AUDIT_STREAM, DeadLetterFilter, group_status
+from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD, encode_envelope
 
 GROUP = "archiver"  # reads notes.created.v1 (contracts)
@@ -72,7 +75,8 @@ async def audit(redis: Redis, keys: StreamKeys) -> list[dict[str, str]]:
 
 
 async def test_no_credential_is_401_with_the_login_form(client: httpx.AsyncClient) -> None:
-    for path in ("/", "/dead-letters", f"/dead-letters/{NOTES_CREATED}/1-0", "/queues/rows"):
+    for path in ("/", "/dead-letters", f"/dead-letters/{NOTES_CREATED}/1-0", "/queues/rows",
+                 f"/streams/{NOTES_CREATED}"):  # fmt: skip
         response = await client.get(path)
         assert response.status_code == 401, path
         assert response.headers["www-authenticate"].startswith("Bearer")
@@ -233,22 +237,83 @@ async def test_dry_run_moves_nothing_and_the_redrive_moves_exactly_the_previewed
     previewed = re.findall(r'name="id" value="([^"]+)"', preview.text)
     assert sorted(previewed) == sorted([first, second])
 
-    done = await client.post(
+    started = await client.post(
         "/dead-letters/redrive",
         data={"csrf": csrf, "stream": NOTES_CREATED, "error_class": "ValueError",
               "mode": "redrive", "id": previewed},
     )  # fmt: skip
 
-    assert done.status_code == 200
+    assert started.status_code == 303
+    run_page = started.headers["location"]
+    progress = await finished(client, run_page)
+    assert (progress["moved"], progress["total"], progress["operator"]) == (2, 2, "alice")
+    done = await client.get(run_page)
     assert "Redrove 2 of 2" in done.text
     remaining = await redis_client.xrange(keys.dead_letters(NOTES_CREATED))
-    assert [entry_id.decode() for entry_id, _ in remaining] == [other]
+    assert [entry_id.decode() for entry_id in (e for e, _ in remaining)] == [other]
     moved = await redis_client.xrange(keys.stream(NOTES_CREATED))
     assert len(moved) == 2
     assert all(fields[b"for_group"] == GROUP.encode() for _, fields in moved)
     [record] = await audit(redis_client, keys)
     assert (record["operator"], record["action"], record["count"]) == ("alice", "dlq.redrive", "2")
     assert json.loads(record["detail"])["error_class"] == "ValueError"
+
+
+async def waited(probe: Callable[[], Awaitable[bool]], what: Callable[[], str]) -> None:
+    """``eventually(probe)``, failing with what was awaited and what was seen."""
+    try:
+        await eventually(probe, within=30)
+    except AssertionError:
+        pytest.fail(f"timed out waiting for {what()}")
+
+
+async def finished(client: httpx.AsyncClient, run_page: str) -> dict[str, Any]:
+    """Poll a redrive's progress until it is finished; return the last figures."""
+    seen: list[dict[str, Any]] = []
+
+    async def done() -> bool:
+        seen.append((await client.get(f"{run_page}/progress")).json())
+        return bool(seen[-1]["finished"])
+
+    await waited(done, lambda: f"the redrive to finish; last seen {seen[-1:]}")
+    return seen[-1]
+
+
+async def test_a_paced_redrive_runs_in_the_background_and_its_progress_goes_up_to_done(
+    client: httpx.AsyncClient, redis_client: Redis, keys: StreamKeys
+) -> None:
+    ids = [await dead_letter(redis_client, keys, n, "ValueError") for n in range(3)]
+    csrf = await log_in(client)
+
+    # One a second: the first moves at once, the others 1 s and 2 s later.
+    started = await client.post("/dead-letters/redrive", data={
+        "csrf": csrf, "stream": NOTES_CREATED, "mode": "redrive", "id": ids, "per_second": "1",
+    })  # fmt: skip
+
+    assert started.status_code == 303
+    run_page = started.headers["location"]
+    page = (await client.get(run_page)).text
+    assert 'data-finished="no"' in page  # the request answered before the redrive ended
+    assert 'id="run-progress"' in page
+    observed: list[int] = []
+
+    async def done() -> bool:
+        progress = (await client.get(f"{run_page}/progress")).json()
+        if not observed or observed[-1] != progress["moved"]:
+            observed.append(progress["moved"])
+        return bool(progress["finished"])
+
+    await waited(done, lambda: f"the redrive to finish; moved so far {observed}")
+    assert observed == sorted(observed)
+    assert observed[-1] == 3
+    assert any(0 < moved < 3 for moved in observed), observed  # seen part-way, not only at the end
+    final = (await client.get(run_page)).text
+    assert "Redrove 3 of 3" in final
+    assert 'data-finished="yes"' in final
+    assert run_page.rsplit("/", 1)[1] in (await client.get("/redrives")).text
+    [record] = await audit(redis_client, keys)
+    assert (record["operator"], record["count"]) == ("alice", "3")
+    assert (await client.get("/redrives/nope/progress")).status_code == 404
 
 
 async def test_purge_needs_the_typed_confirmation_then_deletes_and_is_audited(
@@ -306,3 +371,86 @@ def test_tokens_come_from_the_environment_and_short_or_missing_ones_are_refused(
     monkeypatch.delenv("CONSOLE_TOKENS")
     with pytest.raises(ValueError, match="CONSOLE_TOKEN"):
         ConsoleSettings().operators()
+
+
+async def test_a_streams_page_shows_its_groups_and_newest_entries_decoded_secrets_masked(
+    client: httpx.AsyncClient, redis_client: Redis, keys: StreamKeys
+) -> None:
+    key = keys.stream(NOTES_CREATED)
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    for n in range(3):
+        body = {"type": NOTES_CREATED, "n": n, "note": {"title": f"title {n}"},
+                "password": "hunter2-hunter2", "body": f"Bearer {TOKEN}"}  # fmt: skip
+        headers = {"content-type": "application/json", "event_type": NOTES_CREATED,
+                   "traceparent": f"00-{trace}-b7ad6b7169203331-01"}  # fmt: skip
+        await redis_client.xadd(key, {"__data__": encode_envelope(json.dumps(body).encode(),
+                                                                  headers)})  # fmt: skip
+    await redis_client.xgroup_create(key, GROUP, id="0")
+    await redis_client.xadd(key, {"junk": "x"})
+    await log_in(client)
+
+    page = await client.get(f"/streams/{NOTES_CREATED}", params={"count": 3})
+
+    assert page.status_code == 200
+    text = html.unescape(page.text)
+    assert re.search(r'id="stream-length">4<', text)
+    assert f'data-group="{GROUP}"' in text
+    entries = re.findall(r'data-entry="([^"]+)"', text)
+    assert len(entries) == 3
+    assert "no __data__ field" in text  # the newest, foreign entry, shown raw
+    assert '"n": 2' in text
+    assert '"n": 1' in text
+    assert '"n": 0' not in text  # beyond count
+    assert f"https://grafana.example/explore?trace={trace}" in text
+    assert "hunter2" not in text
+    assert TOKEN not in text
+    assert '"password": "***"' in text
+    older = html.unescape((await client.get(
+        f"/streams/{NOTES_CREATED}", params={"count": 3, "before": entries[-1]})).text)  # fmt: skip
+    assert '"n": 0' in older
+    assert 'id="older"' not in older
+    assert (await client.get("/streams/no.such.v1")).status_code == 404
+    bad = await client.get(f"/streams/{NOTES_CREATED}", params={"before": "x; DROP"})
+    assert bad.status_code == 400
+    assert f'href="/streams/{NOTES_CREATED}"' in (await client.get("/")).text
+
+
+async def test_a_redrive_stopped_part_way_records_what_it_moved(
+    redis_client: Redis, keys: StreamKeys
+) -> None:
+    ids = [await dead_letter(redis_client, keys, n, "ValueError") for n in range(3)]
+    redrives = Redrives(keys)
+    run = redrives.start(redis_client, NOTES_CREATED, DeadLetterFilter(ids=frozenset(ids)),
+                         operator="alice", per_second=0.1)  # fmt: skip
+    await waited(lambda: _true(len(run.moved) == 1), lambda: f"one letter moved; run {run}")
+
+    await redrives.stop()  # the console shutting down, 10 s before the second letter
+
+    assert run.finished
+    assert run.error == "stopped: the console shut down"
+    assert await redis_client.xlen(keys.dead_letters(NOTES_CREATED)) == 2
+    [record] = await audit(redis_client, keys)
+    assert (record["operator"], record["action"], record["count"]) == ("alice", "dlq.redrive", "1")
+    assert json.loads(record["detail"])["ended"] == "stopped: the console shut down"
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_previewed_letter_purged_before_the_redrive_is_counted_gone(
+    redis_client: Redis, keys: StreamKeys
+) -> None:
+    ids = [await dead_letter(redis_client, keys, n, "ValueError") for n in range(2)]
+    await redis_client.xdel(keys.dead_letters(NOTES_CREATED), ids[0])  # someone else's purge
+    redrives = Redrives(keys)
+
+    run = redrives.start(redis_client, NOTES_CREATED, DeadLetterFilter(ids=frozenset(ids)),
+                         operator="alice", per_second=None)  # fmt: skip
+    await waited(lambda: _true(run.finished), lambda: f"the run to end; run {run}")
+
+    assert run.progress() | {"started_at": None, "finished_at": None, "id": None} == {
+        "id": None, "stream": NOTES_CREATED, "operator": "alice", "total": 2, "done": 1,
+        "moved": 1, "gone": 1, "error": None, "finished": True, "started_at": None,
+        "finished_at": None,
+    }  # fmt: skip

@@ -165,6 +165,24 @@ def test_a_redis_failure_names_the_url_without_its_password(env: dict[str, str])
     assert "s3cr3t-pass" not in output
 
 
+def test_stream_show_prints_the_newest_entries_decoded(
+    env: dict[str, str], redis: Redis, stream_prefix: str
+) -> None:
+    key = StreamKeys(stream_prefix).stream(NOTES_CREATED)
+    for n in range(3):
+        data = encode_envelope(json.dumps({"type": NOTES_CREATED, "n": n}).encode(),
+                               {"content-type": "application/json"})  # fmt: skip
+        redis.xadd(key, {DATA_FIELD: data})
+
+    code, output = jobsctl(env, "stream", "show", NOTES_CREATED, "--count", "2")
+
+    assert code == 0, output
+    shown = json.loads(output)
+    assert [e["body"]["n"] for e in shown] == [2, 1]
+    assert shown[0]["event_type"] == NOTES_CREATED
+    assert jobsctl(env, "stream", "show", "no.such.v1")[0] == 2
+
+
 def test_times_are_iso_or_ages() -> None:
     assert parse_time("2026-01-02T03:04:05+00:00") is not None
     assert parse_time("2026-01-02T03:04:05").tzinfo is not None  # type: ignore[union-attr]

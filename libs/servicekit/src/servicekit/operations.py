@@ -40,6 +40,7 @@ __all__ = [
     "DeadLetterFilter",
     "GroupStatus",
     "Redrive",
+    "StreamEntry",
     "find_dead_letters",
     "group_status",
     "inspect_dead_letter",
@@ -48,6 +49,7 @@ __all__ = [
     "prune_consumers",
     "purge",
     "purge_dead_letters",
+    "recent_entries",
     "record_audit",
     "redrive",
     "redrive_dead_letters",
@@ -226,12 +228,15 @@ async def redrive(
     per_second: float | None = None,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    on_letter: Callable[[DeadLetter, str | None], None] | None = None,
 ) -> Redrive:
     """Put the dead letters of ``stream`` that pass ``where`` back on it, once each.
 
     ``per_second`` paces the moves (a redrive of thousands must not flood the consumers), and
-    ``progress(done, total)`` is told after each. A real redrive appends an audit record to
-    :data:`AUDIT_STREAM` (who, when, what, how many); a dry run moves and records nothing.
+    ``progress(done, total)`` is told after each, ``on_letter(letter, new_id)`` too (``new_id``
+    is None for a letter gone meanwhile: redriven or purged by someone else). A real redrive
+    appends an audit record to :data:`AUDIT_STREAM` (who, when, what, how many); a dry run moves
+    and records nothing.
     """
     letters = await find_dead_letters(redis, keys, stream, where, limit=limit)
     result = Redrive(stream, letters, dry_run=dry_run)
@@ -246,6 +251,8 @@ async def redrive(
         new_id = await _redrive_one(redis, keys, letter)
         if new_id is not None:
             result.moved.append(new_id)
+        if on_letter is not None:
+            on_letter(letter, new_id)
         if progress is not None:
             progress(done, len(letters))
     await record_audit(
@@ -443,3 +450,65 @@ async def prune_consumers(
         if idle_and_empty and await script(keys=[key], args=[group, name]):
             pruned.append(name)
     return pruned
+
+
+@dataclass(frozen=True)
+class StreamEntry:
+    """One entry of a stream, decoded for reading (never for handling: nothing is validated)."""
+
+    id: str
+    stream: str
+    headers: dict[str, Any]
+    body: Any
+    """The message body: parsed JSON when it is JSON, else its text."""
+    fields: dict[str, str]
+    """The entry's other fields (``for_group`` on a redriven entry), beside ``__data__``."""
+    problem: str | None = None
+    """Why the entry could not be decoded (it is shown raw in ``body``), or None."""
+
+    @property
+    def event_type(self) -> str | None:
+        """The ``event_type`` header, else the body's ``type``."""
+        declared = self.headers.get("event_type")
+        if declared is None and isinstance(self.body, dict):
+            declared = self.body.get("type")
+        return None if declared is None else str(declared)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace id of the entry's ``traceparent`` header."""
+        parts = str(self.headers.get("traceparent", "")).split("-")
+        return parts[1] if len(parts) >= 4 and len(parts[1]) == 32 else None
+
+    @property
+    def added_at(self) -> float:
+        """When the entry was added (seconds since the epoch), from its id."""
+        return entry_time(self.id)
+
+
+def _decode_entry(stream: str, entry_id: Any, fields: Any) -> StreamEntry:
+    text = {_text(k): v for k, v in fields.items()}
+    others = {k: v.decode(errors="replace") for k, v in text.items() if k != DATA_FIELD}
+    data = text.get(DATA_FIELD)
+    if data is None:
+        return StreamEntry(_text(entry_id), stream, {}, None, others, f"no {DATA_FIELD} field")
+    raw, headers = decode_envelope(data)
+    try:
+        body: Any = json.loads(raw)
+        problem = None
+    except (ValueError, UnicodeDecodeError) as exc:
+        body, problem = raw.decode(errors="replace"), f"body is not JSON: {exc}"
+    return StreamEntry(_text(entry_id), stream, headers, body, others, problem)
+
+
+async def recent_entries(
+    redis: Redis, keys: StreamKeys, stream: str, *, count: int = 20, before: str | None = None
+) -> list[StreamEntry]:
+    """Return the last ``count`` entries of ``stream`` (before id ``before``), newest first.
+
+    Read with XREVRANGE and decoded from the platform's wire format (headers and JSON body);
+    an entry that does not decode is returned with its raw text and the reason.
+    """
+    end = f"({before}" if before else "+"
+    entries: Any = await redis.xrevrange(keys.stream(stream), max=end, min="-", count=count)
+    return [_decode_entry(stream, entry_id, fields) for entry_id, fields in entries]

@@ -17,6 +17,7 @@ from servicekit.operations import (
     pause_group,
     prune_consumers,
     purge,
+    recent_entries,
     redrive,
     resume_group,
 )
@@ -113,6 +114,56 @@ async def test_redrive_moves_exactly_the_filtered_letters_once_with_an_audit_rec
     assert sum(int(a[b"count"]) for a in audit) == 2
     assert all(a[b"action"] == b"dlq.redrive" and a[b"stream"] == STREAM.encode() for a in audit)
     assert json.loads(audit[0][b"detail"]) == {"error_class": "ValueError", "group": "g"}
+
+
+async def test_redrive_tells_each_letter_with_its_new_entry_id(harness: Harness) -> None:
+    redis, keys = harness.redis, harness.keys
+    ids = [await _dead_letter(harness, n, group="g", error_class="ValueError") for n in (1, 2, 3)]
+    seen: list[tuple[str, str | None]] = []
+
+    result = await redrive(
+        redis,
+        keys,
+        STREAM,
+        operator="ann",
+        on_letter=lambda letter, new_id: seen.append((letter.id, new_id)),
+    )
+
+    assert seen == list(zip(ids, result.moved, strict=True))
+    assert [e[0].decode() for e in await redis.xrange(keys.stream(STREAM))] == result.moved
+
+
+async def test_recent_entries_are_the_newest_first_decoded_with_their_trace(
+    harness: Harness,
+) -> None:
+    redis, keys = harness.redis, harness.keys
+    published = [await publish(redis, keys, STREAM, Pinged(producer="t", n=n)) for n in range(5)]
+    await redis.xadd(keys.stream(STREAM), {"junk": "x"})  # a foreign entry
+    await redis.xadd(keys.stream(STREAM), {DATA_FIELD: b"not json"})
+    traced = encode_envelope(b'{"type": "test.other.v1"}', {
+        "content-type": "application/json",
+        "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    })  # fmt: skip
+    await redis.xadd(keys.stream(STREAM), {DATA_FIELD: traced, "for_group": "g"})
+
+    [last] = await recent_entries(redis, keys, STREAM, count=1)
+    assert (last.event_type, last.trace_id) == ("test.other.v1", "0af7651916cd43dd8448eb211c80319c")
+    assert last.fields == {"for_group": "g"}
+    newest = await recent_entries(redis, keys, STREAM, count=4, before=last.id)
+
+    assert [e.problem is None for e in newest] == [False, False, True, True]
+    assert "JSON" in str(newest[0].problem)
+    assert newest[0].body == "not json"
+    assert newest[1].fields == {"junk": "x"}
+    assert [e.id for e in newest[2:]] == published[:2:-1][:2]
+    entry = newest[2]
+    assert entry.event_type == STREAM
+    assert entry.body["n"] == 4
+    assert entry.trace_id is None  # published outside any span
+    assert entry.added_at > 0
+    older = await recent_entries(redis, keys, STREAM, count=10, before=entry.id)
+    assert [e.body["n"] for e in older] == [3, 2, 1, 0]
+    assert await recent_entries(redis, keys, "test.nothing.v1") == []
 
 
 async def test_a_time_window_and_purge_take_only_their_letters(harness: Harness) -> None:

@@ -21,7 +21,7 @@ from notes_api.errors import install_problem_handlers
 from notes_api.http import BodyGuard, RateLimits, RequestIds, RequestMetrics, RouteLimits
 from notes_api.idempotency import IdempotencyStore
 from notes_api.ratelimit import Limit, RateLimiter
-from notes_api.routes import jobs, notes
+from notes_api.routes import jobs, notes, operator
 from notes_api.settings import NotesApiSettings
 from servicekit import (
     OpsServer,
@@ -131,13 +131,14 @@ def create_app(settings: NotesApiSettings, telemetry: Telemetry | None = None) -
     )
     app.include_router(notes.router)
     app.include_router(jobs.router)
+    app.include_router(operator.router)
     install_problem_handlers(app, retry_after=settings.retry_after_seconds)
     app.add_middleware(BodyGuard, limit=settings.max_body_bytes)
     if limiter is not None:
         app.add_middleware(RateLimits, limiter=limiter, limits=route_limits(settings),
                            registry=telemetry.registry)  # fmt: skip
     # The routers' own routes: the app's list holds FastAPI's included-router wrappers.
-    routes = [*notes.router.routes, *jobs.router.routes]
+    routes = [*notes.router.routes, *jobs.router.routes, *operator.router.routes]
     app.add_middleware(RequestMetrics, registry=telemetry.registry, routes=routes)
     app.add_middleware(RequestIds)  # outside the access log, so its line carries the id
     # No spans for each ASGI receive/send message: three per request that say nothing the

@@ -2,7 +2,10 @@
 
 Status only moves forward: a terminal status is never left, and within a job's life an event
 applies only if its (attempt, phase) comes after the job's current one (running of attempt 2
-follows retrying of attempt 1).
+follows retrying of attempt 1). One exception: a `dead` job whose result is applied after all
+becomes `succeeded`. An operator redrives a dead letter once its cause is fixed; the result event
+then carries the effect that happened (the note is archived, the copy exists), and a job row
+still saying `dead` would contradict it.
 """
 
 from typing import Any
@@ -27,6 +30,8 @@ CANCELLABLE = frozenset({JobStatus.ACCEPTED, JobStatus.SCHEDULED})
 def moves_forward(job: Job, status: JobStatus, attempt: int | None) -> bool:
     """Whether moving ``job`` to ``status`` (reported for ``attempt``) is a step forward."""
     current = JobStatus(job.status)
+    if current == JobStatus.DEAD and status == JobStatus.SUCCEEDED:
+        return True  # redriven, and its result applied: the effect happened
     if current in TERMINAL_STATUSES:
         return False
     if status in TERMINAL_STATUSES:

@@ -10,7 +10,7 @@ shapes.
 """
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -240,6 +240,45 @@ class JobPublic(BaseModel):
     progress: Progress | None
     trace_id: str | None
     priority: Priority
+
+
+class TimelineEntry(BaseModel):
+    """One step of a job's life: its creation, an attempt's transition, or its last status."""
+
+    at: datetime
+    status: JobStatus
+    attempt: int | None = None
+    error: str | None = None
+    source: Literal["created", "attempt", "last_update"]
+    """`created` and `last_update` come from the row's times; `attempt` from its attempt log."""
+
+
+class ChildJob(BaseModel):
+    id: UUID
+    status: JobStatus
+    note_id: UUID | None
+    error: str | None
+    updated_at: datetime
+
+
+class Children(BaseModel):
+    """A bulk parent's children as their rows stand (its `progress` is counted from them)."""
+
+    total: int
+    by_status: dict[str, int]
+    chunks: int
+    lost_chunks: int
+    not_succeeded: list[ChildJob]
+    """Up to 20 children not succeeded or skipped, most recently updated first."""
+
+
+class OperatorJob(JobPublic):
+    """A job as an operator sees it: any owner's, with its timeline and its children."""
+
+    owner_id: str
+    parent_id: UUID | None
+    timeline: list[TimelineEntry]
+    children: Children | None
 
 
 class JobPage(BaseModel):

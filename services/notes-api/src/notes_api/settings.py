@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
 from servicekit import ServiceSettings
@@ -66,23 +66,31 @@ class NotesApiSettings(ServiceSettings):
     list_page_max_bytes: int = Field(default=1024 * 1024, ge=1)
     """A list page stops adding notes once their JSON passes this size (at least one is sent)."""
 
-    @field_validator("cursor_secrets", mode="before")
+    # operator endpoint (issue 19)
+    operator_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    """`OPERATOR_TOKENS`: comma-separated, at least 32 characters each; a bearer of one reads
+    `/v1/operator/...` (any owner's jobs, read-only). Unset: that endpoint answers 401 to all.
+    Never a notes API key (the operations console holds one to look jobs up)."""
+
+    @field_validator("cursor_secrets", "operator_tokens", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @field_validator("cursor_secrets")
+    @field_validator("cursor_secrets", "operator_tokens")
     @classmethod
-    def _long_enough(cls, value: list[SecretStr]) -> list[SecretStr]:
+    def _long_enough(cls, value: list[SecretStr], info: ValidationInfo) -> list[SecretStr]:
         if any(len(secret.get_secret_value()) < 32 for secret in value):
-            raise ValueError("each of CURSOR_SECRETS must be at least 32 characters")
+            name = str(info.field_name).upper()
+            raise ValueError(f"each of {name} must be at least 32 characters")
         return value
 
     def secrets(self) -> list[str]:
-        """The shared secrets and the cursor secrets, for the log redactor."""
-        return [*super().secrets(), *(s.get_secret_value() for s in self.cursor_secrets)]
+        """The shared secrets, the cursor secrets and the operator tokens, for the log redactor."""
+        own = [*self.cursor_secrets, *self.operator_tokens]
+        return [*super().secrets(), *(s.get_secret_value() for s in own)]
 
 
 class WorkerSettings(NotesApiSettings):

@@ -16,10 +16,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from redis.asyncio import Redis
 
-from console import views
+from console import job_pages, redrive_pages, stream_pages, views
 from console.auth import Authenticator, NotAuthenticatedError
+from console.jobs import JobLookup
+from console.redrives import Redrives
 from console.settings import ConsoleSettings
 from servicekit import StreamKeys, create_redis
+from servicekit.logs import SecretRedactor
 
 HERE = Path(__file__).parent
 
@@ -38,8 +41,16 @@ SECURITY_HEADERS = {
 }
 
 
-def create_app(settings: ConsoleSettings, *, redis: Redis | None = None) -> FastAPI:
-    """The console for ``settings``; ``redis`` is used (not closed) when given, else created."""
+def create_app(
+    settings: ConsoleSettings, *, redis: Redis | None = None, jobs: JobLookup | None = None
+) -> FastAPI:
+    """The console for ``settings``; ``redis`` and ``jobs`` are used (not closed) when given.
+
+    Otherwise the Redis client is created from the settings, and the job lookup too when
+    ``NOTES_API_URL`` and ``NOTES_API_OPERATOR_TOKEN`` are set (else the job page says so).
+    """
+    lookup = settings.job_lookup()
+    own_jobs = JobLookup(*lookup) if jobs is None and lookup else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -48,17 +59,26 @@ def create_app(settings: ConsoleSettings, *, redis: Redis | None = None) -> Fast
         try:
             yield
         finally:
+            await app.state.redrives.stop()  # each records what it moved before it stopped
+            if own_jobs is not None:
+                await own_jobs.aclose()
             if redis is None:
                 await client.aclose()
 
     app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.redis = redis
     app.state.keys = StreamKeys(settings.stream_prefix)
+    app.state.redrives = Redrives(app.state.keys)
+    app.state.jobs = jobs or own_jobs
     app.state.auth = Authenticator(settings.operators())
     app.state.settings = settings
+    app.state.redactor = SecretRedactor(settings.secrets())  # masks payloads as logs are masked
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(views.router)
+    app.include_router(stream_pages.router)
+    app.include_router(redrive_pages.router)
+    app.include_router(job_pages.router)
 
     @app.middleware("http")
     async def security_headers(

@@ -26,6 +26,19 @@ class ConsoleSettings(ServiceSettings):
         default=True, description="Secure session cookie (off only for plain-HTTP local runs)"
     )
     tempo_url: str | None = Field(default=None, description="Grafana/Tempo base for trace links")
+    notes_api_url: str | None = Field(
+        default=None,
+        description="notes-api's base URL, for the job lookup (e.g. http://notes-api:8000)",
+    )
+    notes_api_operator_token: SecretStr | None = Field(
+        default=None, description="One of notes-api's OPERATOR_TOKENS (never a notes API key)"
+    )
+
+    def job_lookup(self) -> tuple[str, str] | None:
+        """notes-api's URL and the operator token, when both are set (else no job lookup)."""
+        if not (self.notes_api_url and self.notes_api_operator_token):
+            return None
+        return self.notes_api_url, self.notes_api_operator_token.get_secret_value()
 
     def operators(self) -> dict[str, str]:
         """Operator name by token; refuses short tokens and an empty list (nobody could log in)."""
@@ -45,5 +58,6 @@ class ConsoleSettings(ServiceSettings):
         return found
 
     def secrets(self) -> list[str]:
-        """The services' secrets plus every console token (scrubbed from every log line)."""
-        return [*super().secrets(), *self.operators()]
+        """The services' secrets, every console token and the operator token (never logged)."""
+        lookup = self.job_lookup()
+        return [*super().secrets(), *self.operators(), *([lookup[1]] if lookup else [])]

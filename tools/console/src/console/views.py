@@ -1,8 +1,10 @@
 """The console's pages and actions: every figure and every change is a servicekit.operations call.
 
 Queues (the declared (stream, group) pairs with their status, pause/resume), dead letters (filter,
-inspect, redrive with a dry run first, purge with a typed confirmation). Actions are audited in
-the stream `jobsctl` writes, as the operator logged in.
+inspect, redrive with a dry run first, purge with a typed confirmation), and what every page
+shares (the operator, forms with their CSRF proof, rendering, masking). Actions are audited in
+the stream `jobsctl` writes, as the operator logged in. A stream's page, a redrive's progress and
+the job page are `stream_pages`, `redrive_pages` and `job_pages`.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from console.auth import (
     bearer,
     same_origin,
 )
+from console.redrives import Redrives
 from contracts import CONSUMER_GROUPS
 from servicekit import StreamKeys, get_logger, redis_check
+from servicekit.logs import SecretRedactor
 from servicekit.operations import (
     AUDIT_STREAM,
     DeadLetter,
@@ -65,7 +69,8 @@ def _auth(request: Request) -> Authenticator:
     return auth
 
 
-def _redis(request: Request) -> tuple[Redis, StreamKeys]:
+def redis_and_keys(request: Request) -> tuple[Redis, StreamKeys]:
+    """The console's Redis client and key layout."""
     return request.app.state.redis, request.app.state.keys
 
 
@@ -189,7 +194,7 @@ SORT_KEYS = {
 
 
 async def _statuses(request: Request, sort: str, order: str) -> list[GroupStatus]:
-    redis, keys = _redis(request)
+    redis, keys = redis_and_keys(request)
     rows = [await group_status(redis, keys, s, g) for s, g in declared_pairs()]
     return sorted(rows, key=SORT_KEYS.get(sort, SORT_KEYS["stream"]), reverse=order == "desc")
 
@@ -210,7 +215,8 @@ async def queue_rows(request: Request, who: Operator, sort: str = "stream", orde
     return render(request, "_rows.html", who, rows=rows)
 
 
-def _declared(stream: str | None, group: str | None = None) -> tuple[str, str | None]:
+def require_declared(stream: str | None, group: str | None = None) -> tuple[str, str | None]:
+    """``(stream, group)`` if the platform declares them (a group: reading that stream); 404."""
     if stream not in declared_streams():
         raise HTTPException(404, f"unknown stream {stream!r}")
     if group is not None and (stream, group) not in declared_pairs():
@@ -223,9 +229,9 @@ async def pause_or_resume(request: Request, action: str, form: Form) -> Response
     """Pause or resume a declared group (the kill switch), audited as the operator."""
     if action not in ("pause", "resume"):
         raise HTTPException(404, "no such action")
-    stream, group = _declared(form.one("stream"), form.one("group") or "")
+    stream, group = require_declared(form.one("stream"), form.one("group") or "")
     assert group is not None
-    redis, keys = _redis(request)
+    redis, keys = redis_and_keys(request)
     await (pause_group if action == "pause" else resume_group)(redis, keys, stream, group)
     await record_audit(redis, keys, operator=form.operator, action=f"group.{action}",
                        stream=stream, count=1, detail={"group": group})  # fmt: skip
@@ -263,9 +269,9 @@ async def dead_letters(request: Request, who: Operator) -> HTMLResponse:
     """Dead letters of one stream or all, filtered by group, error class and time window."""
     query = {k: v.strip() for k, v in request.query_params.items() if v.strip()}
     if "stream" in query:
-        _declared(query["stream"])
+        require_declared(query["stream"])
     where = _filter(query.get)
-    redis, keys = _redis(request)
+    redis, keys = redis_and_keys(request)
     found: dict[str, list[DeadLetter]] = {}
     for stream in [query["stream"]] if "stream" in query else declared_streams():
         found[stream] = await find_dead_letters(redis, keys, stream, where, limit=LIST_LIMIT)
@@ -282,25 +288,49 @@ def trace_link(tempo_url: str | None, trace_id: str | None) -> str | None:
     return f"{tempo_url.rstrip('/')}/api/traces/{trace_id}"
 
 
-def _payload(letter: DeadLetter) -> str:
+def shown(request: Request, value: Any) -> str:
+    """``value`` pretty-printed, with secrets masked as in the logs.
+
+    Sensitive keys, URL passwords, bearer tokens and every configured secret: a payload may
+    carry one by mistake, and the page must not show it.
+    """
+    redactor: SecretRedactor = request.app.state.redactor
+    if isinstance(value, str):
+        return redactor.scrub_text(value)
+    scrubbed = redactor(None, "", {"value": value})["value"]
+    return json.dumps(scrubbed, indent=2, sort_keys=True, default=str)
+
+
+def _job_id(letter: DeadLetter) -> str | None:
+    """The job a dead letter is a request of (its body's ``job_id``), if it is one."""
+    try:
+        body = json.loads(letter.body)
+    except ValueError:
+        return None
+    job_id = body.get("job_id") if isinstance(body, dict) else None
+    return str(job_id) if job_id else None
+
+
+def _payload(request: Request, letter: DeadLetter) -> str:
     text = letter.body.decode(errors="replace")
     try:
-        return json.dumps(json.loads(text), indent=2, sort_keys=True)
+        return shown(request, json.loads(text))
     except ValueError:
-        return text
+        return shown(request, text)
 
 
 @router.get("/dead-letters/{stream}/{letter_id}", response_class=HTMLResponse)
 async def dead_letter(request: Request, who: Operator, stream: str, letter_id: str
                       ) -> HTMLResponse:  # fmt: skip
     """One dead letter: its error, attempts, trace link, payload and headers."""
-    _declared(stream)
-    redis, keys = _redis(request)
+    require_declared(stream)
+    redis, keys = redis_and_keys(request)
     letter = await inspect_dead_letter(redis, keys, stream, letter_id)
     if letter is None:
         raise HTTPException(404, f"no dead letter {letter_id} on {stream} (redriven or purged?)")
     link = trace_link(request.app.state.settings.tempo_url, letter.meta.get("trace_id"))
-    return render(request, "dead_letter.html", who, letter=letter, payload=_payload(letter),
+    return render(request, "dead_letter.html", who, letter=letter, job_id=_job_id(letter),
+                  payload=_payload(request, letter), headers=shown(request, letter.headers),
                   trace_link=link)  # fmt: skip
 
 
@@ -316,29 +346,31 @@ def _rate(form: Posted) -> float | None:
 
 
 @router.post("/dead-letters/redrive", response_class=HTMLResponse)
-async def redrive_letters(request: Request, form: Form) -> HTMLResponse:
-    """Dry run (the default: what would move), or redrive for real, paced and audited."""
-    stream, _ = _declared(form.one("stream"))
-    dry_run = form.one("mode") != "redrive"
+async def redrive_letters(request: Request, form: Form) -> Response:
+    """Dry run (the default: what would move), or start the redrive and go to its progress page.
+
+    The real one runs in the background (`console.redrives`): paced at a few a second it can
+    take minutes; its page shows how far it is and what it moved, and it is audited when done.
+    """
+    stream, _ = require_declared(form.one("stream"))
     where, rate = _filter(form.one, form.many("id")), _rate(form)
-    redis, keys = _redis(request)
-    result = await redrive(redis, keys, stream, where, operator=form.operator, dry_run=dry_run,
-                           per_second=rate)  # fmt: skip
-    if not dry_run:
-        log.info("console.redrove", operator=form.operator, stream=stream,
-                 moved=len(result.moved), matched=len(result.matched))  # fmt: skip
+    redis, keys = redis_and_keys(request)
+    if form.one("mode") == "redrive":
+        redrives: Redrives = request.app.state.redrives
+        run = redrives.start(redis, stream, where, operator=form.operator, per_second=rate)
+        return RedirectResponse(f"/redrives/{run.id}", status_code=303)
+    result = await redrive(redis, keys, stream, where, operator=form.operator, dry_run=True)
     fields = {k: form.one(k) for k in ("group", "error_class", "since", "until", "per_second")}
-    return render(request, "redrive.html", form.operator, result=result, fields=fields,
-                  audit_stream=AUDIT_STREAM)  # fmt: skip
+    return render(request, "redrive.html", form.operator, result=result, fields=fields)
 
 
 @router.post("/dead-letters/purge", response_class=HTMLResponse)
 async def purge_letters(request: Request, form: Form) -> HTMLResponse:
     """Delete dead letters for good: only with ``confirm=purge``; audited."""
-    stream, _ = _declared(form.one("stream"))
+    stream, _ = require_declared(form.one("stream"))
     if form.one("confirm") != "purge":
         raise HTTPException(400, "purge deletes dead letters for good: type purge to confirm")
-    redis, keys = _redis(request)
+    redis, keys = redis_and_keys(request)
     removed = await purge(redis, keys, stream, _filter(form.one, form.many("id")),
                           operator=form.operator)  # fmt: skip
     log.info("console.purged", operator=form.operator, stream=stream, removed=removed)

@@ -32,6 +32,7 @@ from servicekit.operations import (
     pause_group,
     prune_consumers,
     purge,
+    recent_entries,
     record_audit,
     redrive,
     resume_group,
@@ -48,7 +49,9 @@ app = typer.Typer(
 )
 dlq = typer.Typer(help="Dead letters: list, show, redrive, purge.", no_args_is_help=True)
 consumers = typer.Typer(help="Consumers of a group.", no_args_is_help=True)
+streams = typer.Typer(help="A stream's recent entries.", no_args_is_help=True)
 app.add_typer(dlq, name="dlq")
+app.add_typer(streams, name="stream")
 app.add_typer(consumers, name="consumers")
 
 
@@ -193,6 +196,20 @@ def dlq_show(
         if letter is None:
             raise BadArgumentError(f"no dead letter {dead_letter_id} on {stream}")
         print(render.letter_detail(letter))
+
+    _run(work)
+
+
+@streams.command("show")
+def stream_show(
+    stream: Annotated[str, typer.Argument(help="A stream some group reads.")],
+    count: Annotated[int, typer.Option(min=1, max=1000, help="How many entries.")] = 10,
+) -> None:
+    """A stream's last entries, newest first, decoded (headers, body, trace id) as JSON."""
+
+    async def work(redis: Redis, keys: StreamKeys) -> None:
+        name = topology.stream_or_all(stream)[0]
+        print(render.entries_json(await recent_entries(redis, keys, name, count=count)))
 
     _run(work)
 

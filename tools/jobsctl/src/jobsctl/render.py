@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from servicekit.operations import DeadLetter, GroupStatus
+from servicekit.operations import DeadLetter, GroupStatus, StreamEntry
 
 
 def _age(seconds: float | None) -> str:
@@ -94,3 +94,13 @@ def letter_detail(letter: DeadLetter) -> str:
     detail = {**letter_summary(letter), "meta": letter.meta, "errors": letter.errors,
               "headers": letter.headers, "body": body}  # fmt: skip
     return json.dumps(detail, indent=2, default=str)
+
+
+def entries_json(entries: Sequence[StreamEntry]) -> str:
+    """A stream's entries as a JSON array: id, time, type, trace id, headers, body."""
+    return json.dumps(
+        [{"id": e.id, "added_at": _when(e.added_at), "event_type": e.event_type,
+          "trace_id": e.trace_id, "fields": e.fields, "problem": e.problem, "headers": e.headers,
+          "body": e.body} for e in entries],
+        indent=2, default=str,
+    )  # fmt: skip
