@@ -30,6 +30,7 @@ measured by `python -m bench.search`).
 """
 
 import re
+import string
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,9 +66,14 @@ TOO_SHORT = (
 )
 
 
-def escape_like(text: str) -> str:
-    r"""``text`` with LIKE's wildcards and escape character taken literally (escape ``\\``)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+def escape_regex(text: str) -> str:
+    r"""``text`` as a regular expression matching it literally: ASCII punctuation escaped.
+
+    In PostgreSQL's regular expressions (AREs) a backslash before a character that is not a
+    letter or digit stands for that character; every metacharacter (``.^$|?*+()[]{}\``) is
+    ASCII punctuation, and so is ``*`` of the ``***=`` and ``***:`` directors.
+    """
+    return "".join(f"\\{c}" if c in string.punctuation else c for c in text)
 
 
 def require_indexable(q: str) -> None:
@@ -81,12 +87,9 @@ def matching(q: str, notes: FromClause | None = None) -> ColumnElement[bool]:
 
     Of table `notes`, or of ``notes``: a subquery or alias with its `title` and `body`.
     """
-    pattern = f"%{escape_like(q)}%"
-    if notes is None:
-        return or_(
-            col(Note.title).ilike(pattern, escape="\\"), col(Note.body).ilike(pattern, escape="\\")
-        )
-    return or_(notes.c.title.ilike(pattern, escape="\\"), notes.c.body.ilike(pattern, escape="\\"))
+    pattern = escape_regex(q)
+    title, body = (col(Note.title), col(Note.body)) if notes is None else (notes.c.title, notes.c.body)
+    return or_(title.op("~*")(pattern), body.op("~*")(pattern))
 
 
 WINDOW = 1000
