@@ -38,14 +38,42 @@ async def test_q_matches_title_or_body_case_insensitively_as_a_substring(
 
 
 _TRICKY = [
-    "price (USD) is $500.00 + tax", "abc.def or abcxdef", "100% sure_thing", r"C:\path\to\file",
-    "***=literal director", "[abc] {222,333} ^start end$ a|b q?", "ÉTÉ à Paris", "été à paris",
-    "Straße STRASSE", "line one\nline two", "tab\there", "ABC abc",
+    "price (USD) is $500.00 + tax",
+    "abc.def or abcxdef",
+    "100% sure_thing",
+    r"C:\path\to\file",
+    "***=literal director",
+    "[abc] {222,333} ^start end$ a|b q?",
+    "ÉTÉ à Paris",
+    "été à paris",
+    "Straße STRASSE",
+    "line one\nline two",
+    "tab\there",
+    "ABC abc",
 ]
 _TRICKY_QS = [
-    "(USD)", "$500.00", "abc.def", "abcxdef", "100%", "sure_thing", r"\path\to", "***=lit", "[abc]",
-    "{222,333}", "^start", "end$", "end$ a|b q?", "été", "ÉTÉ", "straße", "STRASSE", "one\nline",
-    "tab\the", "abc", "500.0", "+ tax",
+    "(USD)",
+    "$500.00",
+    "abc.def",
+    "abcxdef",
+    "100%",
+    "sure_thing",
+    r"\path\to",
+    "***=lit",
+    "[abc]",
+    "{222,333}",
+    "^start",
+    "end$",
+    "end$ a|b q?",
+    "été",
+    "ÉTÉ",
+    "straße",
+    "STRASSE",
+    "one\nline",
+    "tab\the",
+    "abc",
+    "500.0",
+    "+ tax",
 ]
 
 

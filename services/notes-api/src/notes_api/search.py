@@ -88,7 +88,9 @@ def matching(q: str, notes: FromClause | None = None) -> ColumnElement[bool]:
     Of table `notes`, or of ``notes``: a subquery or alias with its `title` and `body`.
     """
     pattern = escape_regex(q)
-    title, body = (col(Note.title), col(Note.body)) if notes is None else (notes.c.title, notes.c.body)
+    title, body = (
+        (col(Note.title), col(Note.body)) if notes is None else (notes.c.title, notes.c.body)
+    )
     return or_(title.op("~*")(pattern), body.op("~*")(pattern))
 
 
