@@ -8,12 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from notes_api.search_indexes import (
-    OBSOLETE_INDEXES,
-    SEARCH_INDEXES,
-    ensure_search_indexes,
-    migrate_notes,
-)
+from notes_api.search_indexes import SEARCH_INDEXES, ensure_search_indexes, migrate_notes
 from notes_api.settings import SCHEMA, NotesApiSettings
 from servicekit import create_database_engine
 from servicekit.migrations import migrate
@@ -72,16 +67,16 @@ async def test_an_index_left_invalid_by_a_failed_build_is_dropped_and_built_agai
             with pytest.raises(Exception, match="could not create unique index"):
                 await connection.execute(
                     text(
-                        "CREATE UNIQUE INDEX CONCURRENTLY ix_notes_body_hour_trgm "
+                        "CREATE UNIQUE INDEX CONCURRENTLY ix_notes_body_trgm "
                         "ON notes.notes (owner_id)"
                     )
                 )
-        assert await _indexes(engine) == {"ix_notes_body_hour_trgm": False}
+        assert await _indexes(engine) == {"ix_notes_body_trgm": False}
         assert await ensure_search_indexes(empty_settings) == list(SEARCH_INDEXES)
         assert await _indexes(engine) == dict.fromkeys(SEARCH_INDEXES, True)
         async with engine.connect() as connection:
             definition = await connection.scalar(
-                text("SELECT pg_get_indexdef('notes.ix_notes_body_hour_trgm'::regclass)")
+                text("SELECT pg_get_indexdef('notes.ix_notes_body_trgm'::regclass)")
             )
         assert "gin_trgm_ops" in definition, definition
         assert "UNIQUE" not in definition, definition
@@ -132,22 +127,3 @@ async def _wait_for_build_waiting(connection: AsyncConnection) -> list[tuple[str
             return seen
         await asyncio.sleep(0.05)
     raise AssertionError(f"the index build never waited for the open writer; saw {seen}")
-
-
-async def test_a_database_with_revision_0005s_indexes_gets_the_new_ones_and_loses_the_old(
-    empty_settings: NotesApiSettings,
-) -> None:
-    await migrate(empty_settings, SCHEMA, "notes_api.migrations")
-    engine = create_database_engine(empty_settings)
-    try:
-        async with engine.begin() as connection:  # as revision 0005 built them, in a transaction
-            for name in OBSOLETE_INDEXES:
-                column = name.split("_")[2]
-                await connection.execute(
-                    text(f"CREATE INDEX {name} ON notes.notes USING gin ({column} gin_trgm_ops)")
-                )
-        assert await _indexes(engine) == dict.fromkeys(OBSOLETE_INDEXES, True)
-        assert await migrate_notes(empty_settings) == []  # no revision left to apply
-        assert await _indexes(engine) == dict.fromkeys(SEARCH_INDEXES, True)
-    finally:
-        await engine.dispose()

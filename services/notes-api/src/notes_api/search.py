@@ -33,21 +33,16 @@ older than the window, of every owner, about 10-15 us each (docs/api.md gives th
 measured by `python -m bench.search`).
 """
 
-import math
 import re
 import string
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     FromClause,
     Row,
     Select,
-    and_,
-    cast,
     func,
     literal_column,
     or_,
@@ -110,45 +105,26 @@ _ONLY_BITMAPS = text(
 )
 
 
-FIRST_HOURS = 2
-"""Hours of phase 2's first window (the window's last note's hour and the next)."""
-DOUBLINGS = 9
-"""Windows read before the rest: of 2, 2, 4, ... 256 hours (512 in all, about three weeks)."""
+def _among_trigram_matches(q: str) -> ColumnElement[bool]:
+    """Notes among those matching ``q`` of any owner, found by row address (a TID scan).
 
-
-def _hour(at: datetime) -> int:
-    """``at``'s `notes.created_hour`: whole hours since the epoch."""
-    return math.floor(at.timestamp() / 3600)
-
-
-def _among_trigram_matches(q: str, low: int | None, high: int) -> ColumnElement[bool]:
-    """Notes matching ``q`` created in hours ``low``..``high`` (or up to ``high``), any owner's.
-
-    Found by row address (a TID scan): the matches are collected apart (`ARRAY(SELECT ctid
-    ...)`), where only the term and the hours are conditions, both of the search indexes'
-    columns: one GIN scan per index intersects the hours' notes with the term's trigrams, and
-    only those candidates are rechecked. The listing's conditions then filter that set. Given
-    the owner's conditions as well, PostgreSQL may instead take the owner's index and recheck
-    every note it holds.
+    The matches are collected apart (`ARRAY(SELECT ctid ...)`), where no condition but ``q``
+    leaves the planner anything to use besides the trigram indexes; the listing's conditions
+    then filter that set. Given the owner's conditions together with ``q``, PostgreSQL may
+    instead take the owner's index and recheck every note it holds.
     """
     candidates = Note.__table__.alias("candidates")  # type: ignore[attr-defined]
-    hour = func.notes.created_hour(literal_column("candidates.created_at"))
-    in_hours = hour <= cast(high, BigInteger)
-    if low is not None:
-        in_hours = and_(hour >= cast(low, BigInteger), in_hours)
-    found: Select[Any] = select(literal_column("candidates.ctid")).where(
-        in_hours, matching(q, candidates)
-    )
+    found: Select[Any] = select(literal_column("candidates.ctid")).where(matching(q, candidates))
     return literal_column("notes.notes.ctid") == func.any(func.array(found.scalar_subquery()))
 
 
 async def _through_trigram_indexes(
-    connection: AsyncConnection, read: Callable[[], Awaitable[list[Row[Any]]]]
-) -> list[Row[Any]]:
-    """What ``read`` returns, its statements planned without index walks or sequential scans.
+    connection: AsyncConnection, statement: Select[Any]
+) -> Sequence[Row[Any]]:
+    """``statement``'s rows, planned without index walks or sequential scans.
 
-    `SET LOCAL` needs a transaction, and the reader is in autocommit: one is opened for ``read``,
-    and the connection's own isolation level is restored after.
+    `SET LOCAL` needs a transaction, and the reader is in autocommit: one is opened for this
+    statement alone, and the connection's own isolation level is restored after.
     """
     assert connection.sync_connection is not None  # an AsyncConnection in use has one
     level = connection.sync_connection.get_execution_options().get("isolation_level")
@@ -157,7 +133,8 @@ async def _through_trigram_indexes(
     try:
         async with connection.begin():
             await connection.execute(_ONLY_BITMAPS)
-            return await read()
+            rows: Sequence[Row[Any]] = (await connection.execute(statement)).all()
+            return rows
     finally:
         if level is not None:
             await connection.execution_options(isolation_level=level)
@@ -167,11 +144,9 @@ def newest_matches(q: str) -> Fetch:
     """Reads a page of notes matching ``q``, newest first, in two bounded phases.
 
     Phase 1 rechecks the newest `WINDOW` notes of ``notes`` (the listing, after the cursor); if
-    they hold the page, that is it. Otherwise phase 2 asks the search indexes for the matches
-    older than the window's last note, in windows of creation hours growing from the edge's
-    (2, 2, 4, ... hours, then the rest), with index walks and sequential scans turned off for
-    those statements (in their own transaction): it rechecks only the term's candidates in the
-    windows it reads.
+    they hold the page, that is it. Otherwise phase 2 asks the trigram indexes for the matches
+    older than the window's last note, with index walks and sequential scans turned off for that
+    one statement (in its own transaction), so it rechecks only the term's own candidates.
     """
 
     async def fetch(
@@ -195,25 +170,8 @@ def newest_matches(q: str) -> Fetch:
             return hits[:count]
         edge = rows[-1]
         older = tuple_(col(Note.created_at), col(Note.id)) < tuple_(edge.created_at, edge.id)
-        wanted = count - len(hits)
-
-        async def windows() -> list[Row[Any]]:
-            """Phase 2's rows: windows of hours up to the edge's, newest first, until full.
-
-            Each window's matches are older than the previous window's, so they append.
-            """
-            found: list[Row[Any]] = []
-            high, hours = _hour(edge.created_at) + 1, FIRST_HOURS  # +1: any rounding, covered
-            for window in range(DOUBLINGS + 1):
-                low = None if window == DOUBLINGS else high - hours + 1
-                statement = notes.where(older, _among_trigram_matches(q, low, high))
-                statement = statement.order_by(*newest).limit(wanted - len(found))
-                found += (await connection.execute(statement)).all()
-                if len(found) >= wanted or low is None:
-                    break
-                high, hours = low - 1, hours * (1 if window == 0 else 2)
-            return found
-
-        return [*hits, *await _through_trigram_indexes(connection, windows)]
+        phase_2 = notes.where(older, _among_trigram_matches(q)).order_by(*newest)
+        phase_2 = phase_2.limit(count - len(hits))
+        return [*hits, *await _through_trigram_indexes(connection, phase_2)]
 
     return fetch

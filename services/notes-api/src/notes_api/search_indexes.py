@@ -12,11 +12,8 @@ turns, an index already valid is left alone, and an index left INVALID by an int
 failed build (PostgreSQL keeps it, unused for reads but still updated by writes) is dropped
 concurrently and built again.
 
-The indexes key each note by its creation hour (`notes.created_hour`, revision 0006) besides its
-trigrams, so one GIN scan can intersect a range of hours with a term (`notes_api.search`, phase
-2); they serve plain trigram lookups as well. Databases migrated before got revision 0005's
-single-column trigram indexes (built inside its transaction): the new ones are built beside them,
-and the old ones dropped concurrently once the new ones are valid.
+Databases migrated before this step existed got the same two indexes from revision 0005, inside
+its transaction; they are valid, so nothing is rebuilt.
 """
 
 from __future__ import annotations
@@ -30,10 +27,8 @@ from servicekit import get_logger
 from servicekit.migrations import migrate
 from servicekit.settings import ServiceSettings, asyncpg_url
 
-SEARCH_INDEXES = {"ix_notes_title_hour_trgm": "title", "ix_notes_body_hour_trgm": "body"}
-"""Index name → its column: GIN on `(notes.created_hour(created_at), column gin_trgm_ops)`."""
-OBSOLETE_INDEXES = ("ix_notes_title_trgm", "ix_notes_body_trgm")
-"""Revision 0005's single-column trigram indexes: dropped once the ones above are valid."""
+SEARCH_INDEXES = {"ix_notes_title_trgm": "title", "ix_notes_body_trgm": "body"}
+"""Index name → its column, indexed with pg_trgm's `gin_trgm_ops` (for `notes_api.search`)."""
 _LOCK_NAMESPACE = 0x74726769  # "trgi": the first key of the two-key advisory lock
 _log = get_logger("notes_api.search_indexes")
 
@@ -62,10 +57,6 @@ async def ensure_search_indexes(settings: ServiceSettings) -> list[str]:
                 for name, column in SEARCH_INDEXES.items():
                     if await _build(connection, name, column, opclass_schema):
                         built.append(name)
-                for name in OBSOLETE_INDEXES:  # the new ones serve every lookup these did
-                    await connection.execute(
-                        text(f"DROP INDEX CONCURRENTLY IF EXISTS {SCHEMA}.{name}")
-                    )
             finally:
                 await connection.execute(select(func.pg_advisory_unlock(*key)))
     finally:
@@ -99,16 +90,10 @@ async def _build(connection: AsyncConnection, name: str, column: str, opclass_sc
     if valid is not None:  # INVALID: left by a build that failed or was interrupted
         _log.warning("search_indexes.rebuilding_invalid", index=name)
         await connection.execute(text(f"DROP INDEX CONCURRENTLY IF EXISTS {SCHEMA}.{name}"))
-    await connection.execute(text(index_definition(name, column, opclass_schema)))
-    return True
-
-
-def index_definition(
-    name: str, column: str, opclass_schema: str, *, concurrently: bool = True
-) -> str:
-    """The `CREATE INDEX` statement of search index ``name`` (on ``column``)."""
-    how = "CONCURRENTLY " if concurrently else ""
-    return (
-        f"CREATE INDEX {how}{name} ON {SCHEMA}.notes USING gin "
-        f"({SCHEMA}.created_hour(created_at), {column} {opclass_schema}.gin_trgm_ops)"
+    await connection.execute(
+        text(
+            f"CREATE INDEX CONCURRENTLY {name} ON {SCHEMA}.notes "
+            f"USING gin ({column} {opclass_schema}.gin_trgm_ops)"
+        )
     )
+    return True
