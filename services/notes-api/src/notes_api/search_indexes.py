@@ -7,6 +7,14 @@ go on (a plain `CREATE INDEX` holds them for the whole build: 30-90 s per 100k n
 the development machine); it waits for the transactions open when it starts, and reads the table
 twice.
 
+Why not a revision: servicekit's runner (`servicekit.migrations`) runs every revision in the one
+transaction it opens, holding a transaction-scoped advisory lock, so alembic's
+`op.get_context().autocommit_block()` cannot work there (alembic did not start that transaction).
+The smallest change that would allow it: take the advisory lock at session level
+(`pg_advisory_lock`, released in a `finally`) on a connection left outside a transaction, and
+let alembic own the transactions (`transaction_per_migration=True` in `env.configure`); a
+revision could then build its index in an autocommit block. Until then, this step.
+
 Idempotent and safe for several replicas at once: a session-level advisory lock makes them take
 turns, an index already valid is left alone, and an index left INVALID by an interrupted or
 failed build (PostgreSQL keeps it, unused for reads but still updated by writes) is dropped
