@@ -4,7 +4,7 @@ Served by a case-insensitive regular expression (`~*`) with every ASCII punctuat
 escaped (`escape_regex`), from the two pg_trgm GIN indexes `ix_notes_title_trgm` and
 `ix_notes_body_trgm` (`notes_api.search_indexes`). Not `ILIKE`: each candidate the index returns is
 rechecked, and `ILIKE` in a UTF-8 database lowers the whole title and body first, where `~*` folds
-case as it compares; the same notes match (tests/test_search.py), for 1.4-1.9x less database time
+case as it compares; the same notes match (tests/test_search.py), for 1.3-2.1x less database time
 where the rechecks dominate (docs/api.md). A trigram index can only look up a pattern
 holding a trigram: pg_trgm takes them from runs of letters and digits, so a `q` without three of
 them in a row would scan every note. Such a `q` is refused (422) instead: `MIN_QUERY_CHARS`.
