@@ -10,7 +10,9 @@ Writes:   schema `notes`: notes (archived flag, copies), jobs, bulk_chunks, idem
 
 Each handler runs in one store transaction (inbox + effect + outbox; `command_transaction` for
 the scheduled commands; results and lifecycle events a batch at a time, `batch_transaction`), so
-a redelivered event changes nothing and emits nothing. No handler
+a redelivered event changes nothing and emits nothing. The auto-archive is the exception: each
+bulk parent it writes commits alone (`WorkerStore.archive_owner`, idempotent by the parents'
+derived ids), and its inbox row and completion commit last. No handler
 raises to route a message: a result of a cancelled job, or a lifecycle event about a job that is
 not ours, is recorded as handled and changes nothing (decided in `_result_applies` and
 `_status_to_record`); a database error propagates and the runtime retries it.
