@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notes_api.app import create_app
 from notes_api.auth import create_key
-from notes_api.settings import SCHEMA, NotesApiSettings
+from notes_api.search_indexes import migrate_notes
+from notes_api.settings import NotesApiSettings
 from servicekit import setup_telemetry
-from servicekit.migrations import migrate
 from servicekit.testing import fresh_database
 
 SIZES = [int(n) for n in os.environ.get("BENCH_BULK_NOTES", "10000,50000").split(",")]
@@ -118,7 +118,7 @@ async def main() -> None:
     admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     async with fresh_database(admin, prefix="bench_bulk") as url:
         settings = NotesApiSettings(database_url=url, ops_port=0, log_level="WARNING")
-        await migrate(settings, SCHEMA, "notes_api.migrations")
+        await migrate_notes(settings)  # what `notes-api migrate` does
         app = create_app(settings, setup_telemetry(settings))
         async with app.router.lifespan_context(app):
             engine: AsyncEngine = app.state.engine

@@ -3,13 +3,13 @@
 Issue 12's target (finding 5): p99 <= 50 ms for ``q`` over 100k notes. Steps:
 
 1. a fresh database (created here, dropped at the end), ``notes-api migrate`` (the trigram
-   indexes of migration 0005 included) and an API key;
+   indexes included, built concurrently after the revisions) and an API key;
 2. 100k notes of one owner, about 1 KB each, written by one ``INSERT ... SELECT`` from two small
    tables of word sequences (word frequencies fall off as 1/rank over 5,000 made-up words, so
    some terms are in every note and some in a few hundred), and one term only in the older
    half (every 10th note there: none in the newest window, the search's worst case); the trigram
-   indexes are built after (timed: what migration 0005 costs on a table of this size), then
-   ``VACUUM ANALYZE``;
+   indexes are built after (timed: what building them costs on a table of this size), then
+   ``VACUUM ANALYZE`` (autovacuum is off on the development machines; production keeps it on);
 3. per term, the database time of the route's first page (``notes_api.search.newest_matches``)
    and of a plain filtered scan without the trigram indexes (dropped inside a transaction that is
    rolled back), and which phases the page needed; and the same over a sweep of words of every

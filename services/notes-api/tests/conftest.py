@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from notes_api.app import create_app
 from notes_api.auth import create_key
-from notes_api.settings import SCHEMA, NotesApiSettings
+from notes_api.search_indexes import migrate_notes
+from notes_api.settings import NotesApiSettings
 from servicekit import create_database_engine, setup_telemetry
-from servicekit.migrations import migrate
 from servicekit.testing import create_database, drop_database, fresh_database
 
 
@@ -25,7 +25,7 @@ def template_database(postgres_admin_url: str) -> Iterator[str]:
     """One migrated database per session; each test gets a copy (much faster than migrating)."""
     name = f"notes_tpl_{uuid.uuid4().hex[:12]}"
     url = asyncio.run(create_database(postgres_admin_url, name))
-    asyncio.run(migrate(NotesApiSettings(database_url=url), SCHEMA, "notes_api.migrations"))
+    asyncio.run(migrate_notes(NotesApiSettings(database_url=url)))
     yield name
     asyncio.run(drop_database(postgres_admin_url, name))
 

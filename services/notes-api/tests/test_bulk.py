@@ -22,6 +22,7 @@ from contracts import (
     bulk_child_job_id,
     job_stream,
 )
+from notes_api.bulk import part_job_id
 from notes_api.worker.handlers import auto_archive_notes, mark_note_archived, record_job_status
 from notes_api.worker.store import WorkerStore
 
@@ -202,3 +203,98 @@ async def test_auto_archive_splits_a_run_over_the_cap_into_several_parents(
     assert max(len(c.items) for c in chunks) <= 1000
     completed = await outbox(engine, COMMANDS_COMPLETED)  # once, committed with the handling
     assert [row["payload"]["command_id"] for row in completed] == [str(tick.event_id)]
+
+
+async def _fail_job_inserts(engine: AsyncEngine, condition: str) -> None:
+    """Make PostgreSQL refuse a `jobs` row matching ``condition`` (an expression over NEW)."""
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "CREATE FUNCTION notes.refuse_job() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF {condition} THEN RAISE EXCEPTION 'refused job %', NEW.id; END IF; "
+                "RETURN NEW; END $$"
+            )
+        )
+        await connection.execute(
+            text(
+                "CREATE TRIGGER refuse_job BEFORE INSERT ON notes.jobs FOR EACH ROW "
+                "EXECUTE FUNCTION notes.refuse_job()"
+            )
+        )
+
+
+async def _stop_failing(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("DROP TRIGGER refuse_job ON notes.jobs"))
+
+
+async def _completions(engine: AsyncEngine) -> int:
+    return len(await outbox(engine, COMMANDS_COMPLETED))
+
+
+async def test_auto_archive_commits_each_owner_alone_and_a_retry_writes_only_what_failed(
+    engine: AsyncEngine, store: WorkerStore
+) -> None:
+    for owner in ("alice", "bob", "carol"):
+        await _old_notes(engine, owner, 3, days=40, tag="t")
+    await _fail_job_inserts(engine, "NEW.owner_id = 'bob'")
+    tick = _tick(not_updated_for_days=30)
+    with pytest.raises(Exception, match="refused job"):
+        await auto_archive_notes(tick, store)
+    # Alice's and carol's parents committed on their own; bob's rolled back, and the command
+    # is not recorded as handled (no completion), so the runtime retries it.
+    assert sorted(c.owner_id for c in await _chunks(engine)) == ["alice", "carol"]
+    assert await _completions(engine) == 0
+
+    await _stop_failing(engine)
+    await auto_archive_notes(tick, store)  # the retry
+    await auto_archive_notes(tick, store)  # and a late redelivery: nothing more
+    chunks = await _chunks(engine)
+    assert sorted(c.owner_id for c in chunks) == ["alice", "bob", "carol"]
+    assert {c.parent_job_id for c in chunks} == {
+        uuid5(tick.event_id, o) for o in ("alice", "bob", "carol")
+    }
+    assert len({i.note_id for c in chunks for i in c.items}) == 9
+    assert await _completions(engine) == 1
+
+
+async def test_auto_archive_commits_each_part_of_a_large_owner_alone_and_resumes_after_it(
+    engine: AsyncEngine,
+) -> None:
+    store = WorkerStore(engine, bulk_archive_max_items=1500)
+    await _old_notes(engine, "alice", 4001, days=40, tag="t")
+    tick = _tick(not_updated_for_days=30, tag="t")
+    third = part_job_id(uuid5(tick.event_id, "alice"), 2)
+    await _fail_job_inserts(engine, f"NEW.id = '{third}'")
+    with pytest.raises(Exception, match="refused job"):
+        await auto_archive_notes(tick, store)
+    committed = await _chunks(engine)
+    assert sum(len(c.items) for c in committed) == 3000  # two parts, each its own commit
+
+    await _stop_failing(engine)
+    await auto_archive_notes(tick, store)
+    chunks = await _chunks(engine)
+    per_parent: dict[UUID, int] = {}
+    for chunk in chunks:
+        per_parent[chunk.parent_job_id] = per_parent.get(chunk.parent_job_id, 0) + len(chunk.items)
+    assert list(per_parent.values()) == [1500, 1500, 1001]
+    assert list(per_parent)[2] == third
+    assert len({i.note_id for c in chunks for i in c.items}) == 4001  # none taken twice
+    assert await _completions(engine) == 1
+
+
+async def test_auto_archive_leaves_out_notes_a_bulk_archive_in_flight_already_carries(
+    client: httpx.AsyncClient, alice: dict[str, str], engine: AsyncEngine
+) -> None:
+    store = WorkerStore(engine, bulk_archive_max_items=1500)
+    await _old_notes(engine, "alice", 1200, days=40, tag="t")
+    await _old_notes(engine, "alice", 2000, days=40, tag="u")
+    response = await client.post("/v1/notes:bulk-archive", json={"tag": "t"}, headers=alice)
+    http_parent = UUID(response.json()["job_id"])
+    tick = _tick(not_updated_for_days=30)  # every old note of alice: tags t and u
+    await auto_archive_notes(tick, store)
+    chunks = await _chunks(engine)
+    by_http = {i.note_id for c in chunks if c.parent_job_id == http_parent for i in c.items}
+    by_tick = [i.note_id for c in chunks if c.parent_job_id != http_parent for i in c.items]
+    assert (len(by_http), len(by_tick), len(set(by_tick))) == (1200, 2000, 2000)
+    assert not by_http & set(by_tick)

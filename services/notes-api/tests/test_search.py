@@ -37,6 +37,68 @@ async def test_q_matches_title_or_body_case_insensitively_as_a_substring(
     assert [n["id"] for n in found["items"]] == [in_body["id"], in_title["id"]]
 
 
+_TRICKY = [
+    "price (USD) is $500.00 + tax",
+    "abc.def or abcxdef",
+    "100% sure_thing",
+    r"C:\path\to\file",
+    "***=literal director",
+    "[abc] {222,333} ^start end$ a|b q?",
+    "ÉTÉ à Paris",
+    "été à paris",
+    "Straße STRASSE",
+    "line one\nline two",
+    "tab\there",
+    "ABC abc",
+]
+_TRICKY_QS = [
+    "(USD)",
+    "$500.00",
+    "abc.def",
+    "abcxdef",
+    "100%",
+    "sure_thing",
+    r"\path\to",
+    "***=lit",
+    "[abc]",
+    "{222,333}",
+    "^start",
+    "end$",
+    "end$ a|b q?",
+    "été",
+    "ÉTÉ",
+    "straße",
+    "STRASSE",
+    "one\nline",
+    "tab\the",
+    "abc",
+    "500.0",
+    "+ tax",
+]
+
+
+async def test_q_is_literal_and_case_insensitive_as_ilike_was_whatever_its_punctuation(
+    client: httpx.AsyncClient, alice: dict[str, str], engine_direct: AsyncEngine
+) -> None:
+    """Each `q` finds exactly the notes an escaped `ILIKE` finds (the match `q` promised)."""
+    for text_ in _TRICKY:
+        await create_note(client, alice, title=text_[:10], body=text_)
+    for q in _TRICKY_QS:
+        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        async with engine_direct.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT id FROM notes.notes WHERE owner_id = 'alice' AND (title ILIKE :p "
+                    "OR body ILIKE :p) ORDER BY created_at DESC, id DESC"
+                ),
+                {"p": like},
+            )
+            expected = [str(row.id) for row in rows]
+        found = await _every_page(client, alice, {"q": q})
+        assert found == expected, q
+        assert expected, q  # each q finds something: the comparison says something
+
+
 # 3,000 notes of alice, note i created i seconds ago (i = 1 is the newest): more than one
 # window, so terms meet both phases. Each term's notes, by i:
 #   common  every 3rd             (the window holds a page: phase 1 only)

@@ -129,30 +129,6 @@ class FakeTransaction:
         self.lost_chunks.append((chunk_id, parent_id, status, error))
         return 1
 
-    async def owners_with_notes_to_archive(
-        self, tag: str | None, not_updated_for_days: int | None, now: datetime
-    ) -> list[str]:
-        self.store.queries.append(("owners", tag, not_updated_for_days, now))
-        return sorted(self.store.candidates)
-
-    async def create_bulk_archives(
-        self,
-        owner: str,
-        tag: str | None,
-        not_updated_for_days: int | None,
-        now: datetime,
-        *,
-        first_job_id: UUID,
-    ) -> int:
-        """One parent with the owner's candidates, none without (the split is the real store's,
-        proven against PostgreSQL in test_bulk.py)."""
-        self.store.queries.append((owner, tag, not_updated_for_days, now))
-        items = list(self.store.candidates.get(owner, []))
-        if not items:
-            return 0
-        self.bulk_parents[first_job_id] = (owner, items)
-        return 1
-
     async def purge_expired_idempotency_keys(self, older_than: datetime) -> int:
         self.purged_before.append(older_than)
         return 3
@@ -226,6 +202,35 @@ class FakeWorkerStore:
         self.emitted += tx.emitted
 
     command_transaction = transaction
+
+    async def command_handled(self, event: Event) -> bool:
+        return event.event_id in self.processed
+
+    async def owners_with_notes_to_archive(
+        self, tag: str | None, not_updated_for_days: int | None, now: datetime
+    ) -> list[str]:
+        self.queries.append(("owners", tag, not_updated_for_days, now))
+        return sorted(self.candidates)
+
+    async def archive_owner(
+        self,
+        owner: str,
+        tag: str | None,
+        not_updated_for_days: int | None,
+        now: datetime,
+        *,
+        first_job_id: UUID,
+    ) -> int:
+        """One parent with the owner's candidates, none without (the split into parts, each
+        committed alone, is the real store's, proven against PostgreSQL in test_bulk.py)."""
+        self.queries.append((owner, tag, not_updated_for_days, now))
+        items = list(self.candidates.get(owner, []))
+        if not items:
+            return 0
+        if self.fail_on == f"archive_owner:{owner}":
+            raise StoreError(self.fail_on)
+        self.bulk_parents[first_job_id] = (owner, items)
+        return 1
 
 
 def job(
@@ -564,6 +569,24 @@ async def test_the_same_tick_from_another_replica_creates_nothing_more(
     assert len(store.bulk_parents) == 1
     assert len(store.queries) == 2  # owners, then alice's notes: once
     assert len(completions(store)) == 1  # the completion goes out with the one handling
+
+
+async def test_an_owner_that_fails_keeps_the_others_parents_and_the_retry_finishes_it(
+    store: FakeWorkerStore,
+) -> None:
+    store.candidates = {"alice": items(1), "bob": items(1), "carol": items(1)}
+    store.fail_on = "archive_owner:bob"
+    event = tick(not_updated_for_days=30)
+
+    with pytest.raises(StoreError):  # the runtime retries the command
+        await auto_archive_notes(event, store)
+    assert sorted(owner for owner, _ in store.bulk_parents.values()) == ["alice", "carol"]
+    assert completions(store) == []  # not handled yet: no inbox row, no completion
+
+    store.fail_on = None
+    await auto_archive_notes(event, store)
+    assert sorted(owner for owner, _ in store.bulk_parents.values()) == ["alice", "bob", "carol"]
+    assert completions(store) == [(event.event_id, "auto-archive")]
 
 
 async def test_purge_deletes_idempotency_keys_created_before_the_commands_time_once(

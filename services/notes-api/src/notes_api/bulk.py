@@ -10,18 +10,22 @@ worker), in the transaction of the caller's connection:
 - The parent is written before its chunks and gets its total at the end; one with nothing to do
   (HTTP only: a tick makes no empty parents) succeeds at once and says so.
 - The HTTP route refuses a filter matching more than its cap before it calls in
-  (`routes/jobs.py`); the auto-archive instead splits its run into parents of at most that many
-  (`create_bulk_archive_parts`).
+  (`routes/jobs.py`); the auto-archive instead splits its run into parents of at most that many,
+  each parent in a transaction of its own (`write_auto_archive_part`), so a large owner never
+  holds one huge transaction: part k+1 starts after part k's last note (notes walk in id order),
+  and a part already written (a redelivered tick, a retry after a failure) is read back, not
+  written again.
 """
 
 import asyncio
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid5
 
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel import col
+from sqlmodel import col, select
 
 from contracts import (
     JOBS_LIFECYCLE,
@@ -113,8 +117,9 @@ async def _write_parts(
     items_per_parent: int,
     max_parts: int | None,
     keep_empty: bool,
+    after: UUID | None = None,
 ) -> list[Job]:
-    """Walk the matching notes into full chunks, in parents of at most ``items_per_parent``."""
+    """Walk the matching notes after note ``after`` into parents of ``items_per_parent`` at most."""
     await lock_owner(connection, owner)
     jobs: list[Job] = []
     parent: _Parent | None = None
@@ -140,7 +145,7 @@ async def _write_parts(
                     return False
         return True
 
-    async with aclosing(matching_pages(connection, owner, match)) as pages:
+    async with aclosing(matching_pages(connection, owner, match, after=after)) as pages:
         async for page in pages:
             waiting += page
             if not await write_ready(last=False):
@@ -174,20 +179,52 @@ async def create_bulk_archive(
     return job
 
 
-async def create_bulk_archive_parts(
+@dataclass(frozen=True)
+class Part:
+    """One parent of a split auto-archive run, as written now or found written before."""
+
+    job_id: UUID
+    total: int
+    last_note_id: UUID
+    """The part's last note in id order: where the next part's walk starts."""
+    written_now: bool
+
+
+async def write_auto_archive_part(
     connection: AsyncConnection,
     owner: str,
     match: BulkFilter,
     *,
-    first_id: UUID,
+    job_id: UUID,
+    after: UUID | None,
     items_per_parent: int,
     priority: Priority = Priority.LOW,
-) -> list[Job]:
-    """Every matching note, in parents of at most ``items_per_parent``; none if nothing matches.
+) -> Part | None:
+    """Part ``job_id`` of an owner's run; None when no note is left (no empty parent).
 
-    The first parent's id is ``first_id``, the others' derive from it (`part_job_id`).
+    The part takes the matching notes after note ``after``, at most ``items_per_parent``.
+
+    Idempotent: under the owner's lock, a part already written is read back (its total and last
+    note) instead. The notes a parent in flight carries are left out as for any bulk archive.
     """
-    return await _write_parts(
-        connection, owner, match, first_id=first_id, priority=priority,
-        items_per_parent=items_per_parent, max_parts=None, keep_empty=False,
-    )  # fmt: skip
+    await lock_owner(connection, owner)
+    progress: dict[str, int] | None = (
+        await connection.execute(select(col(Job.progress)).where(col(Job.id) == job_id))
+    ).scalar_one_or_none()
+    written_now = progress is None
+    if progress is None:
+        jobs = await _write_parts(
+            connection, owner, match, first_id=job_id, priority=priority,
+            items_per_parent=items_per_parent, max_parts=1, keep_empty=False, after=after,
+        )  # fmt: skip
+        if not jobs:
+            return None
+        progress = jobs[0].progress
+    assert progress is not None  # a bulk parent always has its counts
+    last_chunk = select(col(BulkChunk.note_ids)[col(BulkChunk.item_count)]).where(
+        col(BulkChunk.parent_id) == job_id
+    )
+    last = (
+        await connection.execute(last_chunk.order_by(col(BulkChunk.chunk_no).desc()).limit(1))
+    ).scalar_one()
+    return Part(job_id, int(progress["total"]), last, written_now=written_now)

@@ -102,15 +102,14 @@ async def _carried(
 
 
 async def matching_pages(
-    connection: AsyncConnection, owner: str, match: BulkFilter
+    connection: AsyncConnection, owner: str, match: BulkFilter, *, after: UUID | None = None
 ) -> AsyncGenerator[list[ChunkItem], None]:
-    """The matching notes in id order, a page of at most `MAX_CHUNK_ITEMS` at a time.
+    """The matching notes in id order (after note ``after``), `MAX_CHUNK_ITEMS` at most a page.
 
     Keyset pages (no OFFSET), without the notes a bulk parent in flight carries (a page may then
     come out short, or empty).
     """
     in_flight = await _parents_in_flight(connection, owner)
-    after: UUID | None = None
     while True:
         statement = select(Note.id, Note.version).where(*_owner_matches(owner, match))
         if after is not None:

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from notes_api.app import create_app
 from notes_api.auth import create_key, revoke_key
 from notes_api.processes import inherited_socket, server_settings, supervise
+from notes_api.search_indexes import migrate_notes
 from notes_api.server import build_server
-from notes_api.settings import SCHEMA, NotesApiSettings
+from notes_api.settings import NotesApiSettings
 from servicekit import create_database_engine, run_until_stopped, setup_telemetry
-from servicekit.migrations import migrate
 
 
 def serve(settings: NotesApiSettings) -> int:
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = NotesApiSettings()
     if args.command == "migrate":
         setup_telemetry(settings).shutdown()  # logging, so alembic's lines are JSON too
-        asyncio.run(migrate(settings, SCHEMA, "notes_api.migrations"))
+        asyncio.run(migrate_notes(settings))
         return 0
     if args.command == "create-key":
         return asyncio.run(_create_key(settings, args.owner))

@@ -1,7 +1,14 @@
-"""Trigram indexes for `q` on the notes list: a GIN (pg_trgm) index on title and one on body.
+"""pg_trgm, for `q` on the notes list; its two GIN indexes are built after the revisions.
 
-`ILIKE '%...%'` can use a trigram index, so `q` keeps its literal, case-insensitive substring
-match without a scan of the owner's notes (docs/api.md, "Listing, cursors and search").
+A case-insensitive regular expression (`~*`, what `q` is matched with) can use a trigram index,
+so `q` keeps its literal, case-insensitive substring match without a scan of the owner's notes
+(docs/api.md, "Listing, cursors and search").
+
+The indexes (`ix_notes_title_trgm`, `ix_notes_body_trgm`) are not built here: a revision runs in
+the migration's one transaction, where only a plain `CREATE INDEX` is allowed, and that holds
+writes to `notes` for the whole build. `notes-api migrate` builds them after the revisions with
+`CREATE INDEX CONCURRENTLY` (`notes_api.search_indexes`). Databases that ran this revision when it
+still built them inside its transaction keep those indexes (valid: nothing is rebuilt).
 
 pg_trgm is a trusted extension (PostgreSQL 13+): the database's owner may create it without
 being a superuser. An extension belongs to the whole database, not to schema `notes`, so it goes
@@ -31,17 +38,11 @@ def upgrade() -> None:
     ).scalar()
     if installed is None:
         bind.execute(text("CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public"))
-        installed = "public"
-    for column in _COLUMNS:
-        # Built in the migration's transaction (not CONCURRENTLY): it holds a write lock on
-        # notes while it builds, about a second per 100k notes of 1 KB.
-        op.execute(
-            f"CREATE INDEX IF NOT EXISTS ix_notes_{column}_trgm ON {SCHEMA}.notes "
-            f"USING gin ({column} {installed}.gin_trgm_ops)"
-        )
+    # The indexes: `notes_api.search_indexes`, concurrently, once the revisions have committed.
 
 
 def downgrade() -> None:
-    # The extension stays: another schema of this database may use it.
+    # The extension stays: another schema of this database may use it. The indexes go (built
+    # by this revision before, or by `notes_api.search_indexes` since).
     for column in _COLUMNS:
         op.execute(f"DROP INDEX IF EXISTS {SCHEMA}.ix_notes_{column}_trgm")

@@ -10,7 +10,9 @@ Writes:   schema `notes`: notes (archived flag, copies), jobs, bulk_chunks, idem
 
 Each handler runs in one store transaction (inbox + effect + outbox; `command_transaction` for
 the scheduled commands; results and lifecycle events a batch at a time, `batch_transaction`), so
-a redelivered event changes nothing and emits nothing. No handler
+a redelivered event changes nothing and emits nothing. The auto-archive is the exception: each
+bulk parent it writes commits alone (`WorkerStore.archive_owner`, idempotent by the parents'
+derived ids), and its inbox row and completion commit last. No handler
 raises to route a message: a result of a cancelled job, or a lifecycle event about a job that is
 not ours, is recorded as handled and changes nothing (decided in `_result_applies` and
 `_status_to_record`); a database error propagates and the runtime retries it.
@@ -166,25 +168,35 @@ async def auto_archive_notes(event: AutoArchiveRequested, store: WorkerStore) ->
     """Create bulk archive parent jobs per owner with matching notes (the HTTP route's path).
 
     An owner's run is split into parents of at most BULK_ARCHIVE_MAX_ITEMS notes (no cap is
-    refused here, unlike the HTTP route). The cutoff counts from the tick's time; the first
-    parent's id derives from the tick's event id and the owner, the others from the first, and
-    the inbox absorbs the same tick from every scheduler replica.
+    refused here, unlike the HTTP route), each committed in a transaction of its own: no owner,
+    however large, holds one transaction for the whole run. The cutoff counts from the tick's
+    time; the first parent's id derives from the tick's event id and the owner, the others from
+    the first, so a redelivered or retried tick finds the parts written and writes only the
+    rest. An owner that fails does not stop the others: the error is raised after them, and the
+    runtime's retry resumes it. The command's inbox row and completion commit last, once every
+    owner is done (the inbox also absorbs the same tick from every scheduler replica).
     """
+    if await store.command_handled(event):
+        return
     days, now = event.not_updated_for_days, event.tick_at
-    async with store.command_transaction(event) as tx:
-        if tx.already_processed:
-            return
-        if event.owner_id is not None:
-            owners = [event.owner_id]
-        else:
-            owners = await tx.owners_with_notes_to_archive(event.tag, days, now)
-        created = 0
-        for owner in owners:  # no empty parents from a tick
-            first_job_id = uuid5(event.event_id, owner)
-            created += await tx.create_bulk_archives(
-                owner, event.tag, days, now, first_job_id=first_job_id
+    if event.owner_id is not None:
+        owners = [event.owner_id]
+    else:
+        owners = await store.owners_with_notes_to_archive(event.tag, days, now)
+    created, failed = 0, []
+    for owner in owners:  # no empty parents from a tick
+        try:
+            created += await store.archive_owner(
+                owner, event.tag, days, now, first_job_id=uuid5(event.event_id, owner)
             )
-        await _report_completed(tx, event)
+        except Exception as error:  # the others still run; the retry resumes this one
+            _log.warning("auto_archive.owner_failed", owner_id=owner, error=repr(error))
+            failed.append(error)
+    if failed:
+        raise failed[0]
+    async with store.command_transaction(event) as tx:
+        if not tx.already_processed:
+            await _report_completed(tx, event)
     _log.info("auto_archive.done", schedule=event.schedule, owners=len(owners), jobs=created)
 
 

@@ -20,6 +20,7 @@ status, so they count as failed and the parent completes.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -44,7 +45,7 @@ from contracts import (
     bulk_child_job_id,
     utc_now,
 )
-from notes_api.bulk import create_bulk_archive_parts
+from notes_api.bulk import part_job_id, write_auto_archive_part
 from notes_api.bulk_selection import BulkFilter, matching_owners
 from notes_api.idempotency import purge_expired
 from notes_api.jobs import moves_forward
@@ -57,6 +58,7 @@ from servicekit import (
     handler_transaction,
     handler_transaction_batch,
 )
+from servicekit.inbox import inbox_table, tables_for_schema
 
 GROUP = str(Service.NOTES_API_WORKER)
 """The worker's consumer group on every stream it reads; its inbox rows carry it."""
@@ -302,10 +304,11 @@ def _job_id_of(event: Event) -> str:
 
 
 class CommandTransaction:
-    """One scheduled command's unit of work.
+    """One scheduled command's unit of work: inbox row, effect (a purge) and completion event.
 
-    It writes through the helpers the HTTP routes use (`bulk.py`, `idempotency.py`), so a tick
-    and a request resolve a filter alike.
+    It writes through the helpers the HTTP routes use (`idempotency.py`). An auto-archive writes
+    its parents before, each in a transaction of its own (`WorkerStore.archive_owner`), and only
+    its completion here.
     """
 
     def __init__(self, tx: HandlerTransaction, *, bulk_archive_max_items: int) -> None:
@@ -314,32 +317,6 @@ class CommandTransaction:
         self._items_per_parent = bulk_archive_max_items
         self.already_processed = tx.already_processed
         """True when the worker's group already handled this command: do nothing and return."""
-
-    async def owners_with_notes_to_archive(
-        self, tag: str | None, not_updated_for_days: int | None, now: datetime
-    ) -> list[str]:
-        """Owners with at least one unarchived note the filter matches (cutoff from ``now``)."""
-        return await matching_owners(self._connection, BulkFilter(tag, not_updated_for_days, now))
-
-    async def create_bulk_archives(
-        self,
-        owner: str,
-        tag: str | None,
-        not_updated_for_days: int | None,
-        now: datetime,
-        *,
-        first_job_id: UUID,
-    ) -> int:
-        """Archive the owner's matching notes as bulk parents; return how many (0: none matched).
-
-        Each parent holds at most BULK_ARCHIVE_MAX_ITEMS notes (the HTTP route's path, `bulk.py`).
-        """
-        match = BulkFilter(tag, not_updated_for_days, now)
-        parents = await create_bulk_archive_parts(
-            self._connection, owner, match, first_id=first_job_id,
-            items_per_parent=self._items_per_parent,
-        )  # fmt: skip
-        return len(parents)
 
     async def purge_expired_idempotency_keys(self, older_than: datetime) -> int:
         """Delete idempotency records that expired and were created before ``older_than``."""
@@ -426,6 +403,59 @@ class WorkerStore:
                 work = WorkerTransaction(tx)
                 yield work
         self.count_later(work.parents_to_count)  # committed: their children's rows are final
+
+    async def command_handled(self, event: Event) -> bool:
+        """Whether the worker's group already handled this command (its inbox row committed)."""
+        inbox = inbox_table(tables_for_schema(SCHEMA))
+        async with self._engine.connect() as connection:
+            found = await connection.execute(
+                select(inbox.c.event_id).where(
+                    inbox.c.consumer_group == GROUP, inbox.c.event_id == event.event_id
+                )
+            )
+            return found.first() is not None
+
+    async def owners_with_notes_to_archive(
+        self, tag: str | None, not_updated_for_days: int | None, now: datetime
+    ) -> list[str]:
+        """Owners with at least one unarchived note the filter matches (cutoff from ``now``)."""
+        async with self._engine.connect() as connection:
+            return await matching_owners(connection, BulkFilter(tag, not_updated_for_days, now))
+
+    async def archive_owner(
+        self,
+        owner: str,
+        tag: str | None,
+        not_updated_for_days: int | None,
+        now: datetime,
+        *,
+        first_job_id: UUID,
+    ) -> int:
+        """Archive the owner's matching notes as bulk parents; return how many were written now.
+
+        Each parent holds at most BULK_ARCHIVE_MAX_ITEMS notes (the HTTP route's path, `bulk.py`)
+        and commits in a transaction of its own, so one owner of a million notes never holds one
+        huge transaction, and a failure keeps the parts written before it. Run again (the same
+        tick redelivered, or retried), it reads back the parts written and writes only the rest:
+        parts keep their ids (`part_job_id`), and a note a parent in flight carries is never
+        taken twice.
+        """
+        match = BulkFilter(tag, not_updated_for_days, now)
+        after: UUID | None = None
+        written = 0
+        for number in itertools.count():
+            async with self._engine.begin() as connection:
+                part = await write_auto_archive_part(
+                    connection, owner, match, job_id=part_job_id(first_job_id, number),
+                    after=after, items_per_parent=self._bulk_archive_max_items,
+                )  # fmt: skip
+            if part is None:
+                break
+            written += part.written_now
+            if part.total < self._bulk_archive_max_items:
+                break
+            after = part.last_note_id
+        return written
 
     @asynccontextmanager
     async def command_transaction(self, event: Event) -> AsyncIterator[CommandTransaction]:
