@@ -6,28 +6,66 @@ import ssl
 from typing import Any
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from servicekit.pool_metrics import TimedQueuePool, instrument_pool
+from servicekit.redis_client import RedisClient
 from servicekit.settings import ServiceSettings, asyncpg_url
 
-__all__ = ["create_database_engine", "create_redis", "redis_ssl_context"]
+__all__ = [
+    "CLUSTER_SCHEMES",
+    "cluster_url",
+    "create_database_engine",
+    "create_redis",
+    "redis_client_from_url",
+    "redis_ssl_context",
+]
+
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+"""``REDIS_URL`` schemes that name a Redis Cluster (any one node; the client finds the rest)."""
+
+
+def cluster_url(url: str) -> str | None:
+    """Return a cluster URL's seed node as ``redis://`` / ``rediss://``; None if not a cluster."""
+    for scheme in CLUSTER_SCHEMES:
+        if url.startswith(scheme):
+            return scheme.replace("+cluster", "") + url[len(scheme) :]
+    return None
+
+
+def redis_client_from_url(url: str, **options: Any) -> RedisClient:
+    """A client for ``url``: a ``RedisCluster`` for a ``redis+cluster://`` URL, else a ``Redis``.
+
+    The cluster client routes each command to its slot's master, follows MOVED/ASK, re-reads the
+    slot map after a failover, and splits a non-transactional pipeline by node. A cluster has one
+    database, so a ``/<db>`` path other than ``/0`` is refused by redis-py.
+    """
+    seed = cluster_url(url)
+    if seed is not None:
+        cluster: RedisCluster = RedisCluster.from_url(seed, **options)
+        return cluster
+    client: Redis = Redis.from_url(url, **options)
+    return client
 
 
 def redis_ssl_context(settings: ServiceSettings) -> ssl.SSLContext | None:
     """Return a TLS context for ``rediss://`` URLs, trusting ``REDIS_CA_CERT`` when set."""
-    if not settings.redis_url.startswith("rediss://"):
+    if not settings.redis_url.startswith(("rediss://", "rediss+cluster://")):
         return None
     return ssl.create_default_context(cafile=settings.redis_ca_cert)
 
 
-def create_redis(settings: ServiceSettings, *, timeout: float = 5.0) -> Redis:
-    """Create an asyncio Redis client (hiredis parser when installed) for ``REDIS_URL``."""
+def create_redis(settings: ServiceSettings, *, timeout: float = 5.0) -> RedisClient:
+    """Create an asyncio Redis client (hiredis parser when installed) for ``REDIS_URL``.
+
+    ``redis+cluster://host:port`` (or ``rediss+cluster://``) names a Redis Cluster by any of its
+    nodes and gives a ``redis.asyncio.RedisCluster`` (see :func:`redis_client_from_url`).
+    """
     extra: dict[str, Any] = {}
-    if settings.redis_url.startswith("rediss://") and settings.redis_ca_cert:
+    if settings.redis_url.startswith(("rediss://", "rediss+cluster://")) and settings.redis_ca_cert:
         extra["ssl_ca_certs"] = settings.redis_ca_cert
-    client: Redis = Redis.from_url(
+    return redis_client_from_url(
         settings.redis_url,
         socket_connect_timeout=timeout,
         # Longer than any blocking read (JobOptions.block_ms), so only a dead link times out.
@@ -35,7 +73,6 @@ def create_redis(settings: ServiceSettings, *, timeout: float = 5.0) -> Redis:
         health_check_interval=30,
         **extra,
     )
-    return client
 
 
 def create_database_engine(

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from servicekit.jobs._codec import FOR_GROUP_FIELD
@@ -31,6 +30,7 @@ from servicekit.jobs._delivery import entry_time
 from servicekit.jobs._maintenance import pause_key
 from servicekit.jobs._scripts import PRUNE_CONSUMER, REDRIVE_DEAD_LETTER
 from servicekit.keys import StreamKeys
+from servicekit.redis_client import RedisClient
 from servicekit.wire import DATA_FIELD, decode_envelope, encode_envelope
 
 __all__ = [
@@ -141,7 +141,7 @@ def _parse(stream: str, entry_id: Any, fields: Any) -> DeadLetter:
 
 
 async def list_dead_letters(
-    redis: Redis, keys: StreamKeys, stream: str, *, count: int = 100, start: str = "-"
+    redis: RedisClient, keys: StreamKeys, stream: str, *, count: int = 100, start: str = "-"
 ) -> list[DeadLetter]:
     """Return up to ``count`` dead letters of ``stream``, oldest first."""
     entries: Any = await redis.xrange(keys.dead_letters(stream), min=start, count=count)
@@ -149,7 +149,7 @@ async def list_dead_letters(
 
 
 async def inspect_dead_letter(
-    redis: Redis, keys: StreamKeys, stream: str, dead_letter_id: str
+    redis: RedisClient, keys: StreamKeys, stream: str, dead_letter_id: str
 ) -> DeadLetter | None:
     """Return one dead letter, or ``None``."""
     entries: Any = await redis.xrange(keys.dead_letters(stream), dead_letter_id, dead_letter_id)
@@ -157,7 +157,7 @@ async def inspect_dead_letter(
 
 
 async def find_dead_letters(
-    redis: Redis,
+    redis: RedisClient,
     keys: StreamKeys,
     stream: str,
     where: DeadLetterFilter | None = None,
@@ -190,7 +190,7 @@ def _redriven_fields(letter: DeadLetter) -> dict[str, bytes]:
     return fields
 
 
-async def _redrive_one(redis: Redis, keys: StreamKeys, letter: DeadLetter) -> str | None:
+async def _redrive_one(redis: RedisClient, keys: StreamKeys, letter: DeadLetter) -> str | None:
     """Move one dead letter back to its stream; ``None`` if it was gone (redriven or purged).
 
     One script copies and deletes (the stream and its dead letters share a hash slot): a crash
@@ -216,7 +216,7 @@ class Redrive:
 
 
 async def redrive(
-    redis: Redis,
+    redis: RedisClient,
     keys: StreamKeys,
     stream: str,
     where: DeadLetterFilter | None = None,
@@ -256,7 +256,7 @@ async def redrive(
 
 
 async def redrive_dead_letters(
-    redis: Redis, keys: StreamKeys, stream: str, ids: Sequence[str] | None = None
+    redis: RedisClient, keys: StreamKeys, stream: str, ids: Sequence[str] | None = None
 ) -> list[str]:
     """Put dead letters (all, or ``ids``) back on their source stream; return the new entry ids.
 
@@ -282,7 +282,7 @@ def _describe(where: DeadLetterFilter | None) -> dict[str, str]:
 
 
 async def record_audit(
-    redis: Redis,
+    redis: RedisClient,
     keys: StreamKeys,
     *,
     operator: str,
@@ -310,7 +310,7 @@ async def record_audit(
 
 
 async def purge_dead_letters(
-    redis: Redis, keys: StreamKeys, stream: str, ids: Sequence[str] | None = None
+    redis: RedisClient, keys: StreamKeys, stream: str, ids: Sequence[str] | None = None
 ) -> int:
     """Delete dead letters (all, or ``ids``); return how many were removed."""
     if ids is None:
@@ -321,7 +321,7 @@ async def purge_dead_letters(
 
 
 async def purge(
-    redis: Redis,
+    redis: RedisClient,
     keys: StreamKeys,
     stream: str,
     where: DeadLetterFilter | None = None,
@@ -338,12 +338,12 @@ async def purge(
     return removed
 
 
-async def pause_group(redis: Redis, keys: StreamKeys, stream: str, group: str) -> None:
+async def pause_group(redis: RedisClient, keys: StreamKeys, stream: str, group: str) -> None:
     """Pause ``group`` on ``stream``: its workers take no new entries within seconds."""
     await redis.set(pause_key(keys, stream, group), "1")
 
 
-async def resume_group(redis: Redis, keys: StreamKeys, stream: str, group: str) -> None:
+async def resume_group(redis: RedisClient, keys: StreamKeys, stream: str, group: str) -> None:
     """Resume a paused group."""
     await redis.delete(pause_key(keys, stream, group))
 
@@ -382,7 +382,9 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def group_status(redis: Redis, keys: StreamKeys, stream: str, group: str) -> GroupStatus:
+async def group_status(
+    redis: RedisClient, keys: StreamKeys, stream: str, group: str
+) -> GroupStatus:
     """Return the status of ``group`` on ``stream``, read from XINFO and XPENDING."""
     key = keys.stream(stream)
     async with redis.pipeline(transaction=False) as pipe:
@@ -421,7 +423,7 @@ async def group_status(redis: Redis, keys: StreamKeys, stream: str, group: str) 
 
 
 async def prune_consumers(
-    redis: Redis, keys: StreamKeys, stream: str, group: str, *, idle_for: float
+    redis: RedisClient, keys: StreamKeys, stream: str, group: str, *, idle_for: float
 ) -> list[str]:
     """Delete ``group``'s consumers idle for ``idle_for`` seconds that own no entry.
 

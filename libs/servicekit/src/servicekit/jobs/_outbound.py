@@ -14,10 +14,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from servicekit.jobs._delivery import AttemptHistory, Delivery
+from servicekit.redis_client import RedisClient
 
 __all__ = ["Outbound"]
 
@@ -27,7 +27,7 @@ _log = structlog.stdlib.get_logger("servicekit.jobs")
 class Outbound:
     """Buffers acks and lifecycle entries; writes dead letters at once."""
 
-    def __init__(self, redis: Redis, *, flush_interval: float = 0.01) -> None:
+    def __init__(self, redis: RedisClient, *, flush_interval: float = 0.01) -> None:
         self.redis = redis
         self.flush_interval = flush_interval
         self._acks: dict[tuple[str, str], list[bytes]] = {}
