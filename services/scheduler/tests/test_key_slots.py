@@ -34,7 +34,8 @@ def _text(value: Any) -> str:
 
 
 @pytest.mark.single_redis(
-    "a recording subclass of the one-server client; on a cluster every scheduler test runs these scripts, which a cluster refuses if their keys span slots"
+    "records through the one-server client; on a cluster every scheduler test runs these "
+    "scripts, and the cluster refuses one whose keys span slots"
 )
 async def test_every_script_call_names_keys_of_one_slot(redis_url: str, stream_prefix: str) -> None:
     redis = RecordingRedis.from_url(redis_url)
