@@ -290,7 +290,7 @@ class SchedulerStore:
         payload = f"{index}|".encode() + data
         keys = self._delayed_keys(job_type)
         legacy_gone = f"{keys[0]}:gone:{job_id}"
-        args = [str(job_id), _ms_ceil(run_at), payload]
+        args: list[str | int | bytes] = [str(job_id), _ms_ceil(run_at), payload]
         return bool(await self._hold(keys=[*keys, legacy_gone], args=args))
 
     async def cancel(self, job_type: JobType | str, job_id: UUID) -> bool:
