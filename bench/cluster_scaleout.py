@@ -129,7 +129,7 @@ def _single_node() -> Any:
     server, cli = cluster_binaries()
     port = free_port()
     home = Path(tempfile.mkdtemp(prefix="bench-single-"))
-    process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
+    process = subprocess.Popen(
         [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(home), "--save", "",
          "--appendonly", "no", "--logfile", "server.log"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -137,7 +137,7 @@ def _single_node() -> Any:
     try:
         deadline = time.monotonic() + 30
         while True:
-            ping = subprocess.run(  # noqa: S603
+            ping = subprocess.run(
                 [cli, "-p", str(port), "PING"], capture_output=True, check=False, timeout=5
             )
             if ping.stdout.strip() == b"PONG":
@@ -149,7 +149,7 @@ def _single_node() -> Any:
     finally:
         process.kill()
         process.wait(timeout=10)
-        subprocess.run(["rm", "-rf", str(home)], check=False)  # noqa: S603,S607
+        subprocess.run(["rm", "-rf", str(home)], check=False)
 
 
 async def _fill(redis: RedisClient, keys: StreamKeys, streams: list[str], n: int) -> None:
@@ -175,7 +175,7 @@ async def _drained(redis: RedisClient, keys: StreamKeys, streams: list[str], n: 
 async def _workers(
     url: str, prefix: str, streams: int, count: int, label: str
 ) -> AsyncIterator[list[asyncio.subprocess.Process]]:
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(LOG_DIR.mkdir, parents=True, exist_ok=True)
     procs: list[asyncio.subprocess.Process] = []
     try:
         for i in range(count):
@@ -220,7 +220,8 @@ async def drain(url: str, topology: str, processes: int, streams: int, n: int, r
             elapsed = time.perf_counter() - started
             results = []
             for proc in procs:
-                assert proc.stdin is not None and proc.stdout is not None
+                assert proc.stdin is not None
+                assert proc.stdout is not None
                 proc.stdin.write(b"STOP\n")
                 while True:
                     line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
@@ -253,8 +254,10 @@ async def run(say: Say) -> tuple[list[Row], list[Target]]:
                 for processes in (1, 2):
                     result = await drain(urls[topology], topology, processes, streams, n, r)
                     runs.setdefault((topology, processes), []).append(result)
-                    say(f"  round {r + 1}: {topology} {processes}p {result.rate:,.0f} entries/s, "
-                        f"CPU {result.cpu_us_per_entry:.0f} us/entry, handled {result.handled}")  # fmt: skip
+                    say(
+                        f"  round {r + 1}: {topology} {processes}p {result.rate:,.0f} entries/s, "
+                        f"CPU {result.cpu_us_per_entry:.0f} us/entry, handled {result.handled}"
+                    )
     rate = {k: median([d.rate for d in v]) for k, v in runs.items()}
     cpu = {k: median([d.cpu_us_per_entry for d in v]) for k, v in runs.items()}
     detail = {f"{t}_{p}p": [d.__dict__ for d in v] for (t, p), v in runs.items()}
@@ -296,7 +299,7 @@ if __name__ == "__main__":
             sys.exit(runner.run(_worker_main(arguments)))
         found, wanted = runner.run(run(_say))
         for row in found:
-            _say(f"  {row.name}: {row.value:,.1f} {row.unit}"
-                 + (f" (x{row.ratio:.2f} of {row.baseline:,.1f})" if row.ratio else ""))  # fmt: skip
+            ratio = f" (x{row.ratio:.2f} of {row.baseline:,.1f})" if row.ratio else ""
+            _say(f"  {row.name}: {row.value:,.1f} {row.unit}{ratio}")
         for target in wanted:
             _say(f"  target {target.label}: {'met' if target.met else 'NOT met'} ({target.detail})")
