@@ -7,6 +7,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterPipeline
+from redis.crc import key_slot
+from redis.exceptions import ClusterCrossSlotError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from servicekit.pool_metrics import TimedQueuePool, instrument_pool
@@ -34,6 +38,74 @@ def cluster_url(url: str) -> str | None:
     return None
 
 
+def _closed_under_us(exc: AttributeError) -> RedisConnectionError | None:
+    """The ConnectionError a command met, when redis-py reports it as an AttributeError.
+
+    In a failover the cluster client closes every connection of a node that failed, including
+    those other tasks are sending on; their writer is then None and the send raises
+    ``AttributeError: 'NoneType' object has no attribute 'writelines'`` (redis-py 8.1). Callers
+    retry connection errors; an AttributeError would crash them.
+    """
+    if "'NoneType' object has no attribute" not in str(exc):
+        return None
+    return RedisConnectionError(f"connection closed during a cluster failover: {exc}")
+
+
+class _ClusterPipeline(ClusterPipeline):
+    async def execute(
+        self, raise_on_error: bool = True, allow_redirections: bool = True
+    ) -> list[Any]:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except AttributeError as exc:
+            error = _closed_under_us(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+
+class _StreamsAwareCluster(RedisCluster):
+    """redis-py's cluster client with two repairs for the job runtime (both on its cluster path).
+
+    - XREAD/XREADGROUP's slot comes from their STREAMS keys. Those commands have "movable keys",
+      and redis-py asks a server for them (``COMMAND GETKEYS``) before each one: a second round
+      trip on every read, on one connection that every task shares.
+    - A connection closed under a command by a failover surfaces as a ConnectionError, not an
+      AttributeError (:func:`_closed_under_us`), so the runtime's loops back off and retry.
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except AttributeError as exc:
+            error = _closed_under_us(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        """A cluster pipeline (split by slot; no transaction) that reports closed connections."""
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # refused by redis-py, as it says
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py builds it
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if str(command).upper() in ("XREAD", "XREADGROUP"):
+            words = [a.upper() if isinstance(a, str) else a for a in args]
+            if "STREAMS" in words:
+                start = words.index("STREAMS") + 1
+                named = args[start:]
+                keys = named[: len(named) // 2]
+                slots = {key_slot(k.encode() if isinstance(k, str) else k) for k in keys}
+                if len(slots) == 1:
+                    return slots.pop()
+                msg = f"{command} keys in different slots: {keys!r}"
+                raise ClusterCrossSlotError(msg)
+        return await super()._determine_slot(command, *args)
+
+
 def redis_client_from_url(url: str, **options: Any) -> RedisClient:
     """A client for ``url``: a ``RedisCluster`` for a ``redis+cluster://`` URL, else a ``Redis``.
 
@@ -43,7 +115,7 @@ def redis_client_from_url(url: str, **options: Any) -> RedisClient:
     """
     seed = cluster_url(url)
     if seed is not None:
-        cluster: RedisCluster = RedisCluster.from_url(seed, **options)
+        cluster: RedisCluster = _StreamsAwareCluster.from_url(seed, **options)
         return cluster
     client: Redis = Redis.from_url(url, **options)
     return client

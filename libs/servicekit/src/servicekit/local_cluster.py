@@ -71,6 +71,7 @@ class ClusterNode:
     port: int
     directory: Path
     process: subprocess.Popen[bytes]
+    command: list[str]
 
     @property
     def address(self) -> str:
@@ -87,6 +88,24 @@ class ClusterNode:
             self.process.send_signal(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=10)
+
+    def restart(self) -> None:
+        """Start the killed server again with its ``nodes.conf``, so it rejoins as itself.
+
+        A master that was failed over comes back as a replica of the one promoted.
+        """
+        if not self.alive():
+            self.process = _spawn(self.command)
+
+
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 - our own binary and arguments
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 class LocalCluster:
@@ -151,14 +170,7 @@ class LocalCluster:
             "--appendonly", "yes" if self.appendonly else "no", "--save", "",
             "--logfile", "server.log", "--protected-mode", "no",
         ]  # fmt: skip
-        process = subprocess.Popen(  # noqa: S603 - our own binary and arguments
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        return ClusterNode(port, directory, process)
+        return ClusterNode(port, directory, _spawn(command), command)
 
     def cli(self, node: ClusterNode, *args: str, timeout: float = 10) -> str:
         """Run ``redis-cli -p <node> args...`` and return its output (raises on failure)."""

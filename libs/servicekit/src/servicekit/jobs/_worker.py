@@ -166,7 +166,9 @@ class Worker:
                 elif error is not None:
                     exit_code = 1
                     self.readiness.fail(f"{task.get_name()} failed: {error!r}")
-                    _log.error("jobs.task_failed", task=task.get_name(), error=repr(error))
+                    _log.error(
+                        "jobs.task_failed", task=task.get_name(), error=repr(error), exc_info=error
+                    )
             if stop.is_set() or exit_code:
                 halt.set()
                 stopper.cancel()
