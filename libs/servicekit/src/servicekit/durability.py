@@ -114,6 +114,7 @@ async def detect_persistence(redis: RedisClient) -> ServerPersistence:
 
 async def _cluster_persistence(redis: RedisCluster) -> ServerPersistence:
     """What a cluster offers the relay: no wait; its server and AOF as one master reports them."""
+    await redis.initialize()  # the client learns the nodes on its first command
     node = redis.get_primaries()[0]
     server = await redis.info("server", target_nodes=node)
     persistence = await redis.info("persistence", target_nodes=node)

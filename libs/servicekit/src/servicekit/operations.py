@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
 
 from servicekit.jobs._codec import FOR_GROUP_FIELD
@@ -391,8 +392,13 @@ async def group_status(
         pipe.xlen(key)
         pipe.xlen(keys.dead_letters(stream))
         pipe.exists(pause_key(keys, stream, group))
-        pipe.time()
-        length, dead_letters, paused, (seconds, micros) = await pipe.execute()
+        if not isinstance(redis, RedisCluster):
+            pipe.time()
+        length, dead_letters, paused, *clock = await pipe.execute()
+    if isinstance(redis, RedisCluster):
+        # A cluster pipeline refuses keyless commands: ask the master that wrote the entry ids.
+        clock = [await redis.time(target_nodes=redis.get_node_from_key(key))]
+    seconds, micros = clock[0]
     now = int(seconds) + int(micros) / 1e6  # Redis's clock, as the entry ids are
     try:
         infos = await redis.xinfo_groups(key)
