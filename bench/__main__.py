@@ -9,7 +9,9 @@ BENCH_HTTP_SECONDS (30), BENCH_HTTP_CAPACITY (1; 0 skips the capacity search) an
 ``q`` over 100k notes (``bench.search``): BENCH_SEARCH (1; 0 skips) and its knobs there;
 the scheduler's punctuality (``bench.scheduler_punctuality``): BENCH_SCHEDULER (1; 0 skips);
 a bulk archive through fanout (``bench.fanout``): BENCH_FANOUT (1; 0 skips), BENCH_FANOUT_NOTES
-(10000), BENCH_FANOUT_RUNS (3).
+(10000), BENCH_FANOUT_RUNS (3); job streams on one node vs a 3-master Redis Cluster
+(``bench.cluster_scaleout``): BENCH_CLUSTER (1; 0 skips), BENCH_CLUSTER_MESSAGES (20000),
+BENCH_CLUSTER_STREAMS (8), BENCH_CLUSTER_ROUNDS (3).
 
 Scenarios run in rounds (raw, FastStream, runtime 1c, runtime 2c, then again), so background load
 on the machine hits every scenario alike; each figure is the median of its rounds. Every contender
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from bench import (
+    cluster_scaleout,
     fanout,
     faststream_sub,
     http_api,
@@ -66,6 +69,9 @@ SCENARIOS = (
     Scenario("scheduler", scheduler_punctuality.enabled, scheduler_punctuality.run),
     # issue 14: a 10,000-note bulk archive end to end vs the archiver alone (BENCH_FANOUT=0)
     Scenario("fanout", fanout.enabled, fanout.run),
+    # issue 18: job streams drained on 1 node vs a 3-master cluster, 1 and 2 processes
+    # (BENCH_CLUSTER=0 skips)
+    Scenario("cluster", cluster_scaleout.enabled, cluster_scaleout.run),
     # issue 9: `make run` ready in < 5 s on a synced checkout (BENCH_STARTUP=0 skips)
     Scenario("startup", startup.enabled, _startup),
 )

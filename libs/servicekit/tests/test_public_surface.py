@@ -18,6 +18,7 @@ SURFACE = {
         "OutboxRelay",
         "PermanentError",
         "Readiness",
+        "RedisClient",
         "ServiceSettings",
         "SkipJob",
         "StreamKeys",

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import uuid4
 
+import pytest
 from faststream.redis import StreamSub
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -53,6 +54,7 @@ def make_note_created() -> NoteCreated:
     )
 
 
+@pytest.mark.single_redis("a connected FastStream RedisBroker: it has no cluster client")
 async def test_event_crosses_consumer_group_in_one_trace(
     redis_url: str, stream_prefix: str, redis_client: Redis
 ) -> None:

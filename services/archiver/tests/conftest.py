@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -20,8 +19,10 @@ from archiver.store import SCHEMA, ArchiveStore
 from contracts import ArchiveRequested, CopyRequested, Event
 from contracts.notes import NoteCreated, NoteDeleted, NoteSnapshot, NoteUpdated
 from servicekit import OutboxRelay, ServiceSettings, StreamKeys, setup_telemetry
+from servicekit.connections import redis_client_from_url
 from servicekit.jobs import Worker
 from servicekit.migrations import migrate
+from servicekit.redis_client import RedisClient
 from servicekit.settings import asyncpg_url
 from servicekit.testing import read_events
 
@@ -93,7 +94,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 class Archiver:
     """The archiver's worker and outbox relay running in this process, on the test's prefix."""
 
-    redis: Redis
+    redis: RedisClient
     keys: StreamKeys
     engine: AsyncEngine
 
@@ -110,14 +111,14 @@ class Archiver:
 
 @pytest.fixture
 async def archiver(
-    engine: AsyncEngine, redis_url: str, stream_prefix: str, redis_client: Redis
+    engine: AsyncEngine, redis_url: str, stream_prefix: str, redis_client: RedisClient
 ) -> AsyncIterator[Archiver]:
     settings = ServiceSettings(
         otel_service_name="archiver-test", redis_url=redis_url, stream_prefix=stream_prefix
     )
     telemetry = setup_telemetry(settings)
     keys = StreamKeys(stream_prefix)
-    redis = Redis.from_url(redis_url)
+    redis = redis_client_from_url(redis_url)
     routes = [
         dataclasses.replace(r, options=dataclasses.replace(r.options, **FAST))
         for r in router.routes

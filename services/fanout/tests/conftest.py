@@ -11,7 +11,6 @@ from typing import TypeVar
 from uuid import UUID, uuid4
 
 import pytest
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -21,8 +20,10 @@ from fanout.handlers import routes
 from fanout.store import FanoutStore
 from fanout.tables import SCHEMA
 from servicekit import OutboxRelay, ServiceSettings, StreamKeys, setup_telemetry
+from servicekit.connections import redis_client_from_url
 from servicekit.jobs import Route, Worker
 from servicekit.migrations import migrate
+from servicekit.redis_client import RedisClient
 from servicekit.settings import asyncpg_url
 from servicekit.testing import read_events
 
@@ -88,7 +89,7 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 class Fanout:
     """fanout's worker and outbox relay running in this process, on the test's prefix."""
 
-    redis: Redis
+    redis: RedisClient
     keys: StreamKeys
     engine: AsyncEngine
 
@@ -106,7 +107,7 @@ async def running_fanout(
     engine: AsyncEngine,
     redis_url: str,
     stream_prefix: str,
-    redis_client: Redis,
+    redis_client: RedisClient,
     *,
     adjust: Callable[[Route], Route] = lambda route: route,
 ) -> AsyncIterator[Fanout]:
@@ -116,7 +117,7 @@ async def running_fanout(
     )
     telemetry = setup_telemetry(settings)
     keys = StreamKeys(stream_prefix)
-    redis = Redis.from_url(redis_url)
+    redis = redis_client_from_url(redis_url)
     fast: Sequence[Route] = [
         adjust(dataclasses.replace(r, options=dataclasses.replace(r.options, **FAST)))
         for r in routes
@@ -143,7 +144,7 @@ async def running_fanout(
 
 @pytest.fixture
 async def fanout(
-    engine: AsyncEngine, redis_url: str, stream_prefix: str, redis_client: Redis
+    engine: AsyncEngine, redis_url: str, stream_prefix: str, redis_client: RedisClient
 ) -> AsyncIterator[Fanout]:
     async with running_fanout(engine, redis_url, stream_prefix, redis_client) as running:
         yield running

@@ -3,6 +3,7 @@ import json
 import time
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -71,6 +72,7 @@ async def _created(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.
     return response if response.status_code == 201 else None
 
 
+@pytest.mark.single_redis("a TCP proxy in front of one Redis port: a cluster redirects past it")
 async def test_writes_keep_answering_201_while_redis_is_down_and_the_outbox_delivers_later(
     client: httpx.AsyncClient,
     alice: dict[str, str],

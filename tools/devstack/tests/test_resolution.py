@@ -175,3 +175,32 @@ def test_a_recorded_pid_now_owned_by_another_process_is_neither_trusted_nor_sign
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_a_cluster_when_asked_is_a_redis_cluster_url_stopped_with_the_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis import RedisCluster
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("DEVSTACK_REDIS_CLUSTER", "1")
+    with ServerStack(tmp_path, throwaway=True) as stack:
+        choice = stack.resolve().redis
+        assert choice.url.startswith("redis+cluster://127.0.0.1:")
+        assert choice.version is not None
+        assert choice.version.endswith(" cluster")
+        seed = choice.url.replace("redis+cluster://", "redis://")
+        client = RedisCluster.from_url(seed)
+        assert len(client.get_primaries()) == 3
+        client.close()
+    assert redis_version(choice.url) is None
+
+
+def test_a_bad_cluster_switch_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("DEVSTACK_REDIS_CLUSTER", "maybe")
+    with (
+        ServerStack(tmp_path, throwaway=True) as stack,
+        pytest.raises(ValueError, match="DEVSTACK_REDIS_CLUSTER must be 1 or 0"),
+    ):
+        stack.resolve()

@@ -9,12 +9,13 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from redis import Redis
+from redis import Redis, RedisCluster
 from typer.testing import CliRunner
 
 from contracts import NOTES_CREATED
 from jobsctl.cli import app, parse_time
 from servicekit import StreamKeys
+from servicekit.connections import cluster_url
 from servicekit.operations import AUDIT_STREAM
 from servicekit.wire import DATA_FIELD, encode_envelope
 
@@ -27,8 +28,9 @@ def env(redis_url: str, stream_prefix: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def redis(redis_url: str, stream_prefix: str) -> Iterator[Redis]:
-    client = Redis.from_url(redis_url)
+def redis(redis_url: str, stream_prefix: str) -> Iterator[Redis | RedisCluster]:
+    seed = cluster_url(redis_url)
+    client = Redis.from_url(redis_url) if seed is None else RedisCluster.from_url(seed)
     yield client
     for key in client.scan_iter(match=f"*{stream_prefix}*"):
         client.delete(key)

@@ -21,6 +21,7 @@ from servicekit.lifecycle import run_until_stopped
 from servicekit.logs import get_logger
 from servicekit.ops import OpsServer, Readiness
 from servicekit.outbox import OutboxRelay, add_all_to_outbox, add_to_outbox, create_outbox_tables
+from servicekit.redis_client import RedisClient
 from servicekit.retention import database_retention
 from servicekit.runner import BackgroundLoop, database_check, redis_check, run_worker
 from servicekit.settings import ServiceSettings
@@ -40,6 +41,7 @@ __all__ = [
     "OutboxRelay",
     "PermanentError",
     "Readiness",
+    "RedisClient",
     "ServiceSettings",
     "SkipJob",
     "StreamKeys",

@@ -9,6 +9,11 @@ the outbox relay write and read every entry. What FastStream still does here:
 - the AsyncAPI documents, from a throwaway broker (:mod:`servicekit.asyncapi`).
 
 Imported only where FastStream is used: nothing on a service's start-up path imports this module.
+
+Redis Cluster: FastStream's ``RedisBroker`` (0.7) has no cluster client; connected to a cluster
+it would talk to the one node its URL names and fail on every key another node owns. Nothing on
+the message path uses it, so for a ``redis+cluster://`` URL :func:`create_broker` builds the broker
+on the seed node's plain URL: enough for ``TestRedisBroker`` and AsyncAPI, which never connect.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from faststream.security import BaseSecurity
 from faststream.types import SendableMessage
 
 from contracts import Event
-from servicekit.connections import redis_ssl_context
+from servicekit.connections import cluster_url, redis_ssl_context
 from servicekit.headers import event_headers
 from servicekit.keys import StreamKeys
 from servicekit.settings import ServiceSettings
@@ -72,7 +77,7 @@ def create_broker(settings: ServiceSettings, telemetry: Telemetry) -> RedisBroke
     """Build a Redis broker with JSON messages and FastStream's own tracing and metrics."""
     ssl_context = redis_ssl_context(settings)
     return RedisBroker(
-        settings.redis_url,
+        cluster_url(settings.redis_url) or settings.redis_url,
         message_format=JSONMessageFormat,
         security=BaseSecurity(ssl_context=ssl_context) if ssl_context else None,
         middlewares=(

@@ -14,12 +14,12 @@ from datetime import timedelta
 from typing import Literal, TypeVar
 from uuid import UUID
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from servicekit.errors import TransientError
 from servicekit.keys import StreamKeys
 from servicekit.logs import get_logger
+from servicekit.redis_client import RedisClient
 
 __all__ = ["FailMode", "RedisDedupe"]
 
@@ -41,7 +41,7 @@ class RedisDedupe:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: StreamKeys,
         group: str,
         *,

@@ -13,6 +13,12 @@ honour it). What the server offers is detected, not assumed from its version: IN
 replicas, and one ``WAITAOF`` that Redis 7.0 answers with "unknown command". If a wait returns fewer
 acknowledgements than required, the rows are not marked published (they go out again; consumers
 dedupe by event id) and ``outbox_durability_shortfalls_total`` counts it.
+
+On a Redis Cluster (``redis+cluster://``) the relay does not wait: WAIT and WAITAOF count the
+writes of the one connection they are sent on, and the cluster client splits a batch's pipeline
+over the masters that own its streams, so no single wait covers the batch. ``auto`` is then
+``none`` (logged as such), and ``aof`` / ``replicas`` are refused with that reason
+(docs/async-jobs.md, "Redis Cluster and failover", says what a failover can lose).
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterPipeline
 from redis.exceptions import ResponseError
 
 from servicekit.logs import get_logger
+from servicekit.redis_client import RedisClient
 
 __all__ = [
     "DurabilityGuard",
@@ -79,10 +87,14 @@ class ServerPersistence:
     waitaof: bool
     aof: bool
     replicas: int
+    cluster: bool = False
+    """A Redis Cluster: no wait covers a batch spread over its masters."""
 
 
-async def detect_persistence(redis: Redis) -> ServerPersistence:
+async def detect_persistence(redis: RedisClient) -> ServerPersistence:
     """Ask the server what it offers (three INFO sections and one immediate WAITAOF)."""
+    if isinstance(redis, RedisCluster):
+        return await _cluster_persistence(redis)
     server = await redis.info("server")
     persistence = await redis.info("persistence")
     replication = await redis.info("replication")
@@ -92,16 +104,33 @@ async def detect_persistence(redis: Redis) -> ServerPersistence:
         waitaof = True
     except ResponseError:  # Redis < 7.2: unknown command (or an ACL that forbids it)
         waitaof = False
-    if server.get("server_name") == "valkey":
-        name = f"valkey {server.get('valkey_version', server['redis_version'])}"
-    else:
-        name = f"redis {server['redis_version']}"
     return ServerPersistence(
-        server=name,
+        server=_server_name(server),
         waitaof=waitaof,
         aof=int(persistence.get("aof_enabled", 0)) == 1,
         replicas=_online_replicas(replication),
     )
+
+
+async def _cluster_persistence(redis: RedisCluster) -> ServerPersistence:
+    """What a cluster offers the relay: no wait; its server and AOF as one master reports them."""
+    await redis.initialize()  # the client learns the nodes on its first command
+    node = redis.get_primaries()[0]
+    server = await redis.info("server", target_nodes=node)
+    persistence = await redis.info("persistence", target_nodes=node)
+    return ServerPersistence(
+        server=f"{_server_name(server)} cluster",
+        waitaof=False,
+        aof=int(persistence.get("aof_enabled", 0)) == 1,
+        replicas=0,
+        cluster=True,
+    )
+
+
+def _server_name(server: dict[str, Any]) -> str:
+    if server.get("server_name") == "valkey":
+        return f"valkey {server.get('valkey_version', server['redis_version'])}"
+    return f"redis {server['redis_version']}"
 
 
 def _online_replicas(replication: dict[str, Any]) -> int:
@@ -156,11 +185,15 @@ class DurabilityPlan:
             return f"acknowledged in memory only; up to a second is lost on a crash: {replay}"
         return f"AOF off: everything since the last snapshot is lost on a restart: {replay}"
 
-    def add_waits(self, pipeline: Pipeline) -> int:
+    def add_waits(self, pipeline: Pipeline | ClusterPipeline) -> int:
         """Queue the waits after the pipeline's writes; return how many replies they add.
 
         They must share the writes' connection: WAIT and WAITAOF count that connection's writes.
+        A cluster's plan has no waits (:func:`plan_durability`), so nothing is queued there.
         """
+        if isinstance(pipeline, ClusterPipeline) and (self.numlocal or self.numreplicas):
+            msg = "a cluster pipeline cannot carry WAIT/WAITAOF: it spans connections"
+            raise DurabilityUnavailableError(msg)
         if self.numlocal:
             pipeline.waitaof(self.numlocal, 0, self.timeout_ms)
         if self.numreplicas:
@@ -188,7 +221,15 @@ def plan_durability(policy: DurabilityPolicy, offered: ServerPersistence) -> Dur
     Raises :class:`DurabilityUnavailableError` when an explicit setting cannot be honoured.
     """
     numlocal, numreplicas = 0, 0
-    if policy.setting == "auto":
+    if offered.cluster:
+        if policy.setting in ("aof", "replicas"):
+            msg = (
+                f"OUTBOX_DURABILITY={policy.setting} cannot be honoured on a Redis Cluster "
+                f"({offered.server}): WAIT/WAITAOF count one connection's writes and a batch "
+                "spans the masters; use auto or none"
+            )
+            raise DurabilityUnavailableError(msg)
+    elif policy.setting == "auto":
         numlocal = int(offered.waitaof and offered.aof)
         numreplicas = min(policy.replicas, offered.replicas)
     elif policy.setting == "aof":
@@ -254,7 +295,7 @@ class DurabilityGuard:
         self._plan: DurabilityPlan | None = None
         self._reported: DurabilityPlan | None = None
 
-    async def plan(self, redis: Redis) -> DurabilityPlan:
+    async def plan(self, redis: RedisClient) -> DurabilityPlan:
         """Return the plan in force, detecting it first if needed."""
         if self._plan is None:
             offered = await detect_persistence(redis)

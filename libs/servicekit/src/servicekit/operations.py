@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 from redis.exceptions import ResponseError
 
 from servicekit.jobs._codec import FOR_GROUP_FIELD
@@ -31,6 +31,7 @@ from servicekit.jobs._delivery import entry_time
 from servicekit.jobs._maintenance import pause_key
 from servicekit.jobs._scripts import PRUNE_CONSUMER, REDRIVE_DEAD_LETTER
 from servicekit.keys import StreamKeys
+from servicekit.redis_client import RedisClient
 from servicekit.wire import DATA_FIELD, decode_envelope, encode_envelope
 
 __all__ = [
@@ -143,7 +144,7 @@ def _parse(stream: str, entry_id: Any, fields: Any) -> DeadLetter:
 
 
 async def list_dead_letters(
-    redis: Redis, keys: StreamKeys, stream: str, *, count: int = 100, start: str = "-"
+    redis: RedisClient, keys: StreamKeys, stream: str, *, count: int = 100, start: str = "-"
 ) -> list[DeadLetter]:
     """Return up to ``count`` dead letters of ``stream``, oldest first."""
     entries: Any = await redis.xrange(keys.dead_letters(stream), min=start, count=count)
@@ -151,7 +152,7 @@ async def list_dead_letters(
 
 
 async def inspect_dead_letter(
-    redis: Redis, keys: StreamKeys, stream: str, dead_letter_id: str
+    redis: RedisClient, keys: StreamKeys, stream: str, dead_letter_id: str
 ) -> DeadLetter | None:
     """Return one dead letter, or ``None``."""
     entries: Any = await redis.xrange(keys.dead_letters(stream), dead_letter_id, dead_letter_id)
@@ -159,7 +160,7 @@ async def inspect_dead_letter(
 
 
 async def find_dead_letters(
-    redis: Redis,
+    redis: RedisClient,
     keys: StreamKeys,
     stream: str,
     where: DeadLetterFilter | None = None,
@@ -192,7 +193,7 @@ def _redriven_fields(letter: DeadLetter) -> dict[str, bytes]:
     return fields
 
 
-async def _redrive_one(redis: Redis, keys: StreamKeys, letter: DeadLetter) -> str | None:
+async def _redrive_one(redis: RedisClient, keys: StreamKeys, letter: DeadLetter) -> str | None:
     """Move one dead letter back to its stream; ``None`` if it was gone (redriven or purged).
 
     One script copies and deletes (the stream and its dead letters share a hash slot): a crash
@@ -218,7 +219,7 @@ class Redrive:
 
 
 async def redrive(
-    redis: Redis,
+    redis: RedisClient,
     keys: StreamKeys,
     stream: str,
     where: DeadLetterFilter | None = None,
@@ -263,7 +264,7 @@ async def redrive(
 
 
 async def redrive_dead_letters(
-    redis: Redis, keys: StreamKeys, stream: str, ids: Sequence[str] | None = None
+    redis: RedisClient, keys: StreamKeys, stream: str, ids: Sequence[str] | None = None
 ) -> list[str]:
     """Put dead letters (all, or ``ids``) back on their source stream; return the new entry ids.
 
@@ -289,7 +290,7 @@ def _describe(where: DeadLetterFilter | None) -> dict[str, str]:
 
 
 async def record_audit(
-    redis: Redis,
+    redis: RedisClient,
     keys: StreamKeys,
     *,
     operator: str,
@@ -317,7 +318,7 @@ async def record_audit(
 
 
 async def purge_dead_letters(
-    redis: Redis, keys: StreamKeys, stream: str, ids: Sequence[str] | None = None
+    redis: RedisClient, keys: StreamKeys, stream: str, ids: Sequence[str] | None = None
 ) -> int:
     """Delete dead letters (all, or ``ids``); return how many were removed."""
     if ids is None:
@@ -328,7 +329,7 @@ async def purge_dead_letters(
 
 
 async def purge(
-    redis: Redis,
+    redis: RedisClient,
     keys: StreamKeys,
     stream: str,
     where: DeadLetterFilter | None = None,
@@ -345,12 +346,12 @@ async def purge(
     return removed
 
 
-async def pause_group(redis: Redis, keys: StreamKeys, stream: str, group: str) -> None:
+async def pause_group(redis: RedisClient, keys: StreamKeys, stream: str, group: str) -> None:
     """Pause ``group`` on ``stream``: its workers take no new entries within seconds."""
     await redis.set(pause_key(keys, stream, group), "1")
 
 
-async def resume_group(redis: Redis, keys: StreamKeys, stream: str, group: str) -> None:
+async def resume_group(redis: RedisClient, keys: StreamKeys, stream: str, group: str) -> None:
     """Resume a paused group."""
     await redis.delete(pause_key(keys, stream, group))
 
@@ -389,15 +390,22 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def group_status(redis: Redis, keys: StreamKeys, stream: str, group: str) -> GroupStatus:
+async def group_status(
+    redis: RedisClient, keys: StreamKeys, stream: str, group: str
+) -> GroupStatus:
     """Return the status of ``group`` on ``stream``, read from XINFO and XPENDING."""
     key = keys.stream(stream)
     async with redis.pipeline(transaction=False) as pipe:
         pipe.xlen(key)
         pipe.xlen(keys.dead_letters(stream))
         pipe.exists(pause_key(keys, stream, group))
-        pipe.time()
-        length, dead_letters, paused, (seconds, micros) = await pipe.execute()
+        if not isinstance(redis, RedisCluster):
+            pipe.time()
+        length, dead_letters, paused, *clock = await pipe.execute()
+    if isinstance(redis, RedisCluster):
+        # A cluster pipeline refuses keyless commands: ask the master that wrote the entry ids.
+        clock = [await redis.time(target_nodes=redis.get_node_from_key(key))]
+    seconds, micros = clock[0]
     now = int(seconds) + int(micros) / 1e6  # Redis's clock, as the entry ids are
     try:
         infos = await redis.xinfo_groups(key)
@@ -428,7 +436,7 @@ async def group_status(redis: Redis, keys: StreamKeys, stream: str, group: str) 
 
 
 async def prune_consumers(
-    redis: Redis, keys: StreamKeys, stream: str, group: str, *, idle_for: float
+    redis: RedisClient, keys: StreamKeys, stream: str, group: str, *, idle_for: float
 ) -> list[str]:
     """Delete ``group``'s consumers idle for ``idle_for`` seconds that own no entry.
 

@@ -33,7 +33,6 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -60,6 +59,7 @@ from servicekit.headers import CONTENT_TYPE, LINK_TRACEPARENT, event_headers, li
 from servicekit.inbox import tables_for_schema
 from servicekit.keys import StreamKeys
 from servicekit.logs import get_logger
+from servicekit.redis_client import RedisClient
 from servicekit.wire import DATA_FIELD, encode_envelope
 
 __all__ = [
@@ -237,7 +237,7 @@ class OutboxRelay:
     def __init__(
         self,
         engine: AsyncEngine,
-        redis: Redis,
+        redis: RedisClient,
         *,
         schema: str,
         keys: StreamKeys,

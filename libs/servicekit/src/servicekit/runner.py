@@ -14,7 +14,6 @@ from functools import partial
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +23,7 @@ from servicekit.jobs._worker import Worker
 from servicekit.jobs.routing import Route
 from servicekit.keys import StreamKeys
 from servicekit.ops import OpsServer, Readiness, ReadinessCheck
+from servicekit.redis_client import RedisClient
 from servicekit.settings import ServiceSettings
 from servicekit.telemetry import Telemetry
 
@@ -35,7 +35,7 @@ BackgroundLoop = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 _log = structlog.stdlib.get_logger("servicekit.runner")
 
 
-def redis_check(redis: Redis) -> ReadinessCheck:
+def redis_check(redis: RedisClient) -> ReadinessCheck:
     """Readiness check: Redis answers PING."""
 
     async def check() -> None:
@@ -59,7 +59,7 @@ async def run_worker(
     stop: asyncio.Event,
     *,
     routes: Sequence[Route],
-    redis: Redis,
+    redis: RedisClient,
     telemetry: Telemetry,
     dependencies: Mapping[str, object] | None = None,
     checks: Mapping[str, ReadinessCheck] | None = None,

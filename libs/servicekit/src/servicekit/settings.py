@@ -92,8 +92,12 @@ class ServiceSettings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            msg = "REDIS_URL must start with redis://, rediss:// or unix://"
+        schemes = ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if not value.startswith(schemes):
+            msg = (
+                "REDIS_URL must start with redis://, rediss://, unix://, or (a Redis Cluster) "
+                "redis+cluster:// or rediss+cluster://"
+            )
             raise ValueError(msg)
         return value
 

@@ -5,6 +5,10 @@ Installed through the ``pytest11`` entry point. The servers come from ``REDIS_UR
 local servers, or throw-away embedded ones, when they are unset). A run without them fails and
 says what to set.
 
+``REDIS_URL`` may name a Redis Cluster (``redis+cluster://``): the fixtures then hand out cluster
+clients, and a test marked ``@pytest.mark.single_redis(reason)`` (it needs one server: a private
+server it kills, FLUSHALL, a proxy in front of one port) is skipped with its reason.
+
 Each test gets its own Redis key prefix (pass it as ``STREAM_PREFIX``) and its own freshly created
 PostgreSQL database, so tests can run in parallel (``pytest -n auto``).
 """
@@ -28,9 +32,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 
 from contracts import Event, Service, groups_for
+from servicekit.connections import cluster_url, redis_client_from_url
+from servicekit.redis_client import RedisClient
 
 if TYPE_CHECKING:
     from servicekit.jobs.routing import JobRouter, Route
@@ -50,6 +55,7 @@ __all__ = [
     "postgres_admin_url",
     "read_events",
     "redis_client",
+    "redis_is_cluster",
     "redis_url",
     "stream_prefix",
     "with_database",
@@ -68,6 +74,29 @@ def _from_environment(var: str, example: str) -> str:
     return url
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``single_redis`` marker."""
+    config.addinivalue_line(
+        "markers",
+        "single_redis(reason): needs one Redis server, not a cluster; skipped when REDIS_URL "
+        "names a Redis Cluster",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip ``single_redis`` tests when ``REDIS_URL`` names a cluster, saying why."""
+    marker = item.get_closest_marker("single_redis")
+    if marker is not None and redis_is_cluster():
+        reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
+        pytest.skip(f"needs a single Redis server, REDIS_URL is a cluster: {reason}")
+
+
+def redis_is_cluster(url: str | None = None) -> bool:
+    """Whether ``url`` (default: ``REDIS_URL``) names a Redis Cluster."""
+    url = url if url is not None else os.environ.get("REDIS_URL", "")
+    return cluster_url(url) is not None
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """URL of a real Redis (>= 7.0) or Valkey (8.1) server shared by the session."""
@@ -81,9 +110,9 @@ def stream_prefix() -> str:
 
 
 @pytest.fixture
-async def redis_client(redis_url: str, stream_prefix: str) -> AsyncIterator[Redis]:
-    """A client for the test's Redis; the test's keys are deleted afterwards."""
-    client = Redis.from_url(redis_url)
+async def redis_client(redis_url: str, stream_prefix: str) -> AsyncIterator[RedisClient]:
+    """A client for the test's Redis (a cluster client on a cluster); its keys go afterwards."""
+    client = redis_client_from_url(redis_url)
     yield client
     async for key in client.scan_iter(match=f"*{stream_prefix}*", count=1000):
         await client.unlink(key)
@@ -189,7 +218,9 @@ def assert_routes_declared(routes: JobRouter | Iterable[Route], service: Service
     )
 
 
-async def read_events(redis: Redis, keys: StreamKeys, stream: str, event_type: type[E]) -> list[E]:
+async def read_events(
+    redis: RedisClient, keys: StreamKeys, stream: str, event_type: type[E]
+) -> list[E]:
     """Return every event on the contracts stream ``stream``, oldest first, as ``event_type``."""
     from servicekit.jobs._codec import decode_entry
 

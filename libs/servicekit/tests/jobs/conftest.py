@@ -13,11 +13,12 @@ from uuid import uuid4
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from redis.asyncio import Redis
 
 from contracts import ArchiveRequested, Event
 from servicekit import Readiness, ServiceSettings, StreamKeys, Telemetry, setup_telemetry
+from servicekit.connections import redis_client_from_url
 from servicekit.jobs import JobRouter, RetentionPolicy, Worker
+from servicekit.redis_client import RedisClient
 
 T = TypeVar("T")
 
@@ -37,7 +38,7 @@ def archive_request(n: int = 0) -> ArchiveRequested:
 
 @dataclass
 class Harness:
-    redis: Redis
+    redis: RedisClient
     keys: StreamKeys
     telemetry: Telemetry
     spans: InMemorySpanExporter
@@ -53,7 +54,7 @@ class Harness:
         readiness: Readiness | None = None,
         grace: float = 5.0,
         clock: Callable[[], float] = time.time,
-        redis: Redis | None = None,
+        redis: RedisClient | None = None,
     ) -> Worker:
         return Worker(
             router.routes,
@@ -101,14 +102,14 @@ class Harness:
 
 @pytest.fixture
 async def harness(
-    redis_url: str, stream_prefix: str, redis_client: Redis
+    redis_url: str, stream_prefix: str, redis_client: RedisClient
 ) -> AsyncIterator[Harness]:
     spans = InMemorySpanExporter()
     settings = ServiceSettings(
         otel_service_name="jobs-test", redis_url=redis_url, stream_prefix=stream_prefix
     )
     telemetry = setup_telemetry(settings, span_processors=[SimpleSpanProcessor(spans)])
-    redis = Redis.from_url(redis_url)
+    redis = redis_client_from_url(redis_url)
     yield Harness(redis, StreamKeys(stream_prefix), telemetry, spans)
     await redis.aclose()
 

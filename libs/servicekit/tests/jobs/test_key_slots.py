@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.crc import key_slot
@@ -123,6 +124,10 @@ def test_a_job_types_streams_dead_letters_and_group_keys_share_one_slot() -> Non
     assert keys.stream("notes.created.v1") == "{p:notes.created.v1}"
 
 
+@pytest.mark.single_redis(
+    "records through the one-server client; on a cluster every runtime test sends these commands, "
+    "and the cluster refuses one whose keys span slots"
+)
 async def test_every_multi_key_command_of_the_runtime_touches_one_slot(
     harness: Harness, redis_url: str
 ) -> None:

@@ -53,6 +53,9 @@ async def build_earlier_layout(redis: Redis, legacy: LegacyKeys) -> None:
     )
 
 
+@pytest.mark.single_redis(
+    "the earlier layout it moves from was never cluster-safe: a cluster never held it"
+)
 @pytest.mark.parametrize("new_stream_first", [False, True], ids=["renamed", "merged"])
 async def test_entries_under_the_earlier_key_names_each_run_exactly_once(
     harness: Harness, new_stream_first: bool
@@ -97,6 +100,9 @@ async def _no_pending(redis: Redis, key: str, group: str) -> bool:
     return int((await redis.xpending(key, group))["pending"]) == 0
 
 
+@pytest.mark.single_redis(
+    "the earlier layout it moves from was never cluster-safe: a cluster never held it"
+)
 async def test_a_dead_letter_moved_from_the_earlier_names_keeps_its_fields(
     harness: Harness,
 ) -> None:

@@ -18,6 +18,7 @@ from contracts import (
     job_streams,
 )
 from servicekit import PermanentError, TransientError
+from servicekit.connections import redis_client_from_url
 from servicekit.jobs import JobOptions, JobRouter, enqueue, publish
 from servicekit.jobs._codec import encode_event
 from servicekit.jobs._delivery import Delivery
@@ -25,6 +26,7 @@ from servicekit.jobs._failures import FailureRouter
 from servicekit.jobs._lifecycle import LifecycleEmitter
 from servicekit.jobs._outbound import Outbound
 from servicekit.operations import list_dead_letters
+from servicekit.redis_client import RedisClient
 from servicekit.testing import eventually
 from servicekit.wire import DATA_FIELD, decode_envelope
 
@@ -162,20 +164,24 @@ async def test_retry_waits_its_backoff_whatever_the_clock_of_the_host_that_faile
     assert attempts[1] - attempts[0] >= 0.9  # backoff_base 1 s, no jitter
 
 
-class FillsBeforeItBlocks(Redis):
-    """A real client that runs ``fill`` once, just before the consumer's first blocking read.
+def fills_before_it_blocks(redis_url: str, fill: Callable[[], Awaitable[None]]) -> RedisClient:
+    """A real client (one server or a cluster) that runs ``fill`` once, just before the
+    consumer's first blocking read.
 
     Entries that arrive between the weighted non-blocking reads (all empty) and the blocking read
     make that read return at once, from every stream.
     """
+    client = redis_client_from_url(redis_url)
+    read = client.xreadgroup
+    pending: list[Callable[[], Awaitable[None]]] = [fill]
 
-    fill: Callable[[], Awaitable[None]] | None = None
+    async def xreadgroup(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("block") and pending:
+            await pending.pop()()
+        return await read(*args, **kwargs)
 
-    async def xreadgroup(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if kwargs.get("block") and self.fill is not None:
-            fill, self.fill = self.fill, None
-            await fill()
-        return await super().xreadgroup(*args, **kwargs)
+    client.xreadgroup = xreadgroup  # type: ignore[method-assign]
+    return client
 
 
 async def test_blocking_read_over_three_priority_streams_holds_no_more_than_the_limit(
@@ -198,8 +204,7 @@ async def test_blocking_read_over_three_priority_streams_holds_no_more_than_the_
                     pipe.xadd(key, encode_event(archive_request()))  # type: ignore[arg-type]
             await pipe.execute()
 
-    reader = FillsBeforeItBlocks.from_url(redis_url)
-    reader.fill = fill
+    reader = fills_before_it_blocks(redis_url, fill)
     try:
         async with harness.running(harness.worker(router, redis=reader)):
             await eventually(started.is_set)

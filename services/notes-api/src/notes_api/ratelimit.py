@@ -22,10 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from servicekit import get_logger
+from servicekit.redis_client import RedisClient
 
 _log = get_logger("notes_api.ratelimit")
 
@@ -136,7 +136,7 @@ class RateLimiter:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         prefix: str,
         registry: CollectorRegistry,

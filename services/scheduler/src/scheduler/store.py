@@ -12,7 +12,12 @@ slot and the layout holds on Redis Cluster:
 | ``T:schedule:<name>:running`` | the fire id of a run not finished yet (overlap skip), with a TTL |
 | ``T:delayed`` | sorted set: held delayed jobs by due time (ms), ``T`` the job type's family |
 | ``T:delayed:payload`` | hash: job id to ``<priority index>|<encoded entry>`` |
-| ``T:delayed:gone:<job id>`` | marker (TTL): published or cancelled; a later hold is a no-op |
+| ``T:delayed:gone`` | sorted set: published or cancelled job ids, scored by when forgotten (ms) |
+
+Every key a script touches is declared in its KEYS (a cluster routes a script by them, and a key
+built inside a script is outside what the cluster checked). The "gone" set replaced one marker key
+per job (``T:delayed:gone:<job id>``, with a TTL), which the release script had to build from ids
+it found; HOLD still reads such a marker, declared, until the last one has expired (40 days).
 """
 
 from __future__ import annotations
@@ -24,12 +29,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from redis.asyncio import Redis
-
 from contracts import Event, JobType, event_class_for, job_streams
 from contracts.streams import QUEUED_JOB_TYPES
 from servicekit import StreamKeys
 from servicekit.headers import event_headers
+from servicekit.redis_client import RedisClient
 from servicekit.wire import DATA_FIELD, encode_envelope
 
 HISTORY_SIZE = 1000
@@ -87,24 +91,35 @@ end
 return 0
 """
 
-# KEYS: delayed zset, payloads hash, gone marker. ARGV: job_id, due_ms, payload.
-HOLD = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+# KEYS: delayed zset, payloads hash, gone set, the job's legacy gone marker.
+# ARGV: job_id, due_ms, payload.
+HOLD = (
+    _NOW_MS
+    + """
+local forget_at = redis.call('ZSCORE', KEYS[3], ARGV[1])
+if (forget_at and tonumber(forget_at) > now) or redis.call('EXISTS', KEYS[4]) == 1 then
+  return 0
+end
 redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[2]), ARGV[1])
 redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
 return 1
 """
+)
 
-# KEYS: delayed zset, payloads hash, gone marker. ARGV: job_id, gone_ttl_ms.
-CANCEL = """
-redis.call('SET', KEYS[3], 'cancelled', 'PX', tonumber(ARGV[2]))
+# KEYS: delayed zset, payloads hash, gone set. ARGV: job_id, gone_ttl_ms.
+CANCEL = (
+    _NOW_MS
+    + """
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 return redis.call('ZREM', KEYS[1], ARGV[1])
 """
+)
 
-# KEYS: delayed zset, payloads hash, critical, default, low stream. ARGV: count, gone_ttl_ms,
-# data field, gone marker prefix. Publishes the due jobs in due-time order, each exactly once:
-# the ZREM and the XADD happen together. Returns {released, ms until the next held job or -1}.
+# KEYS: delayed zset, payloads hash, gone set, critical, default, low stream. ARGV: count,
+# gone_ttl_ms, data field. Publishes the due jobs in due-time order, each exactly once: the ZREM
+# and the XADD happen together; ids remembered past their time are forgotten here.
+# Returns {released, ms until the next held job or -1}.
 RELEASE = (
     _NOW_MS
     + """
@@ -115,10 +130,11 @@ for _, id in ipairs(due) do
   redis.call('HDEL', KEYS[2], id)
   if held then
     local index = tonumber(string.sub(held, 1, 1))
-    redis.call('XADD', KEYS[2 + index], '*', ARGV[3], string.sub(held, 3))
+    redis.call('XADD', KEYS[3 + index], '*', ARGV[3], string.sub(held, 3))
   end
-  redis.call('SET', ARGV[4] .. id, 'published', 'PX', tonumber(ARGV[2]))
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), id)
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local after = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local wait = -1
 if after[2] then wait = math.max(0, tonumber(after[2]) - now) end
@@ -178,7 +194,9 @@ def encode_entry(event: Event) -> bytes:
 class SchedulerStore:
     """Fire records, run markers and held delayed jobs, for one deployment's ``STREAM_PREFIX``."""
 
-    def __init__(self, redis: Redis, keys: StreamKeys, *, history_size: int = HISTORY_SIZE) -> None:
+    def __init__(
+        self, redis: RedisClient, keys: StreamKeys, *, history_size: int = HISTORY_SIZE
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._history_size = history_size
@@ -259,9 +277,10 @@ class SchedulerStore:
 
     # ---- delayed jobs ------------------------------------------------------------------------
 
-    def _delayed_keys(self, job_type: JobType | str, job_id: UUID | str) -> list[str]:
+    def _delayed_keys(self, job_type: JobType | str) -> list[str]:
+        """The held set, the payloads and the gone set of one job type (its streams' tag)."""
         tag = self._keys.tag(job_streams(job_type)[0])
-        return [f"{tag}:delayed", f"{tag}:delayed:payload", f"{tag}:delayed:gone:{job_id}"]
+        return [f"{tag}:delayed", f"{tag}:delayed:payload", f"{tag}:delayed:gone"]
 
     async def hold(
         self, job_type: JobType | str, job_id: UUID, run_at: datetime, stream: str, data: bytes
@@ -269,12 +288,14 @@ class SchedulerStore:
         """Hold a job until ``run_at``; False if it was already published or cancelled."""
         index = job_streams(job_type).index(stream) + 1
         payload = f"{index}|".encode() + data
-        keys = self._delayed_keys(job_type, job_id)
-        return bool(await self._hold(keys=keys, args=[str(job_id), _ms_ceil(run_at), payload]))
+        keys = self._delayed_keys(job_type)
+        legacy_gone = f"{keys[0]}:gone:{job_id}"
+        args: list[str | int | bytes] = [str(job_id), _ms_ceil(run_at), payload]
+        return bool(await self._hold(keys=[*keys, legacy_gone], args=args))
 
     async def cancel(self, job_type: JobType | str, job_id: UUID) -> bool:
         """Drop a held job; True if it was still held. Remembered, so a later hold is a no-op."""
-        keys = self._delayed_keys(job_type, job_id)
+        keys = self._delayed_keys(job_type)
         ttl = int(GONE_TTL.total_seconds() * 1000)
         return bool(await self._cancel(keys=keys, args=[str(job_id), ttl]))
 
@@ -285,18 +306,16 @@ class SchedulerStore:
 
         Returns how many, and the seconds until the next held job is due (None: none held).
         """
-        held, payloads, _ = self._delayed_keys(job_type, "")
         streams = [self._keys.stream(s) for s in job_streams(job_type)]
-        gone_prefix = f"{held}:gone:"
         ttl = int(GONE_TTL.total_seconds() * 1000)
         released, wait_ms = await self._release(
-            keys=[held, payloads, *streams], args=[count, ttl, DATA_FIELD, gone_prefix]
+            keys=[*self._delayed_keys(job_type), *streams], args=[count, ttl, DATA_FIELD]
         )
         return int(released), None if int(wait_ms) < 0 else int(wait_ms) / 1000
 
     async def held_jobs(self, job_type: JobType | str) -> list[tuple[str, datetime]]:
         """The held jobs of one type, (job id, due time), in due-time order."""
-        held = self._delayed_keys(job_type, "")[0]
+        held = self._delayed_keys(job_type)[0]
         rows: list[tuple[bytes, float]] = await self._redis.zrange(held, 0, -1, withscores=True)  # type: ignore[assignment]
         return [(_text(member), _from_ms(score)) for member, score in rows]
 

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from itertools import islice, takewhile
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from contracts import SCHEDULES_FIRED, Service
@@ -28,6 +27,7 @@ from scheduler.schedules import CatchUp, Schedule
 from scheduler.store import DELAYED_JOB_TYPES, SchedulerStore
 from servicekit import StreamKeys, get_logger
 from servicekit.jobs import publish
+from servicekit.redis_client import RedisClient
 
 PRODUCER = str(Service.SCHEDULER)
 _MAX_ENUMERATED = 10_000  # ticks listed per pass; an older backlog is one "missed" record
@@ -110,7 +110,7 @@ class Ticker:
         store: SchedulerStore,
         metrics: SchedulerMetrics,
         *,
-        redis: Redis,
+        redis: RedisClient,
         keys: StreamKeys,
         late_after: timedelta = timedelta(seconds=5),
         running_ttl: timedelta = timedelta(hours=1),

@@ -22,7 +22,15 @@ def hide_password(url: str) -> str:
 
 
 def redis_version(url: str, timeout: float = 1.0) -> str | None:
-    """Return e.g. ``"Redis 7.0.15"`` or ``"Valkey 8.1.8"`` if ``url`` answers, else None."""
+    """Return e.g. ``"Redis 7.0.15"`` or ``"Valkey 8.1.8"`` if ``url`` answers, else None.
+
+    For a ``redis+cluster://`` URL the node it names is asked, and `` cluster`` is appended.
+    """
+    for scheme in ("redis+cluster://", "rediss+cluster://"):
+        if url.startswith(scheme):
+            seed = scheme.replace("+cluster", "") + url[len(scheme) :]
+            version = redis_version(seed, timeout)
+            return None if version is None else f"{version} cluster"
     client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
     try:
         info = client.info("server")

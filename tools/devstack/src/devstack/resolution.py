@@ -11,7 +11,10 @@ For each server, in order:
 4. a testcontainers container, only when asked (``DEVSTACK_SERVERS=docker``) where Docker runs.
 
 ``DEVSTACK_SERVERS`` (``auto``, the default; ``local``; ``embedded``; ``docker``) narrows step 2-4
-to one kind. Services never resolve anything: they read the environment, and the entry points
+to one kind. ``DEVSTACK_REDIS_CLUSTER=1`` (with ``REDIS_URL`` unset) replaces steps 2-4 for Redis
+with a throw-away 3-master Redis Cluster (:class:`servicekit.local_cluster.LocalCluster`, from the
+machine's ``redis-server`` or the embedded Valkey) and a ``redis+cluster://`` URL; it is stopped
+with the stack. Services never resolve anything: they read the environment, and the entry points
 (``make run``, ``make test``, ``make key``, ``make bench``) pass the resolved URLs in.
 """
 
@@ -158,6 +161,8 @@ class ServerStack:
         if url:
             # Trusted as given: a wrong URL fails in the service with the service's own message.
             return Choice(url, "environment", version_of(url))
+        if variable == "REDIS_URL" and _cluster_requested():
+            return self._cluster(version_of)
         if kind in ("auto", "local"):
             local = os.environ.get(local_variable) or local_default
             version = version_of(local)
@@ -178,6 +183,16 @@ class ServerStack:
         elif self.adopt:
             self._stops.append(embedded.stop)
         return Choice(url, origin, version_of(url))
+
+    def _cluster(self, version_of: Callable[[str], str | None]) -> Choice:
+        # Imported here: only the cluster leg needs the harness.
+        from servicekit.local_cluster import LocalCluster
+
+        cluster = LocalCluster(masters=3)
+        self._stops.append(cluster.stop)
+        self._started.append("Redis Cluster")
+        url = cluster.start()
+        return Choice(url, "local cluster, 3 masters, throw-away", version_of(url))
 
     def _container(self, variable: str, version_of: Callable[[str], str | None]) -> Choice:
         # testcontainers is imported only here: it is an optional path for machines with Docker.
@@ -204,6 +219,16 @@ class ServerStack:
         with (self.home / ".lock").open("w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+def _cluster_requested() -> bool:
+    value = os.environ.get("DEVSTACK_REDIS_CLUSTER", "").strip().lower()
+    if value in ("", "0", "no", "false"):
+        return False
+    if value in ("1", "yes", "true"):
+        return True
+    msg = f"DEVSTACK_REDIS_CLUSTER must be 1 or 0, not {value!r}"
+    raise ValueError(msg)
 
 
 def _requested_kind() -> Kind:

@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from rich.console import Console
 from rich.progress import Progress
@@ -37,6 +36,7 @@ from servicekit.operations import (
     redrive,
     resume_group,
 )
+from servicekit.redis_client import RedisClient
 from servicekit.settings import redact_url
 
 T = TypeVar("T")
@@ -107,7 +107,7 @@ def _operator(name: str | None) -> str:
 
 
 @asynccontextmanager
-async def _connected() -> AsyncIterator[tuple[Redis, StreamKeys]]:
+async def _connected() -> AsyncIterator[tuple[RedisClient, StreamKeys]]:
     settings = ServiceSettings()
     redis = create_redis(settings)
     try:
@@ -116,7 +116,7 @@ async def _connected() -> AsyncIterator[tuple[Redis, StreamKeys]]:
         await redis.aclose()
 
 
-def _run(work: Callable[[Redis, StreamKeys], Awaitable[T]]) -> T:
+def _run(work: Callable[[RedisClient, StreamKeys], Awaitable[T]]) -> T:
     """Run ``work`` on a connection; turn failures into a message and an exit code."""
 
     async def connected() -> T:
@@ -149,7 +149,7 @@ def _filter(
 def status(stream: StreamOpt = None, group: GroupOpt = None, as_json: JsonOpt = False) -> None:
     """Per stream and group: length, lag, pending, oldest pending age, consumers, dead letters."""
 
-    async def work(redis: Redis, keys: StreamKeys) -> None:
+    async def work(redis: RedisClient, keys: StreamKeys) -> None:
         pairs = topology.select(stream, group)
         statuses = [await group_status(redis, keys, p.stream, p.group) for p in pairs]
         if as_json:
@@ -168,7 +168,7 @@ def dlq_list(
 ) -> None:  # fmt: skip
     """Dead letters, oldest first: error class, attempts, times, trace id."""
 
-    async def work(redis: Redis, keys: StreamKeys) -> None:
+    async def work(redis: RedisClient, keys: StreamKeys) -> None:
         where = _filter(group, error_class, since, until, None)
         letters = []
         for name in topology.stream_or_all(stream):
@@ -189,7 +189,7 @@ def dlq_show(
 ) -> None:
     """One dead letter whole: every attempt's error and the original message (JSON)."""
 
-    async def work(redis: Redis, keys: StreamKeys) -> None:
+    async def work(redis: RedisClient, keys: StreamKeys) -> None:
         letter = await inspect_dead_letter(
             redis, keys, topology.stream_or_all(stream)[0], dead_letter_id
         )
@@ -225,7 +225,7 @@ def dlq_redrive(
 ) -> None:  # fmt: skip
     """Put dead letters back on their stream, once each, for the group that failed them."""
 
-    async def work(redis: Redis, keys: StreamKeys) -> None:
+    async def work(redis: RedisClient, keys: StreamKeys) -> None:
         name = topology.stream_or_all(stream)[0]
         where = _filter(group, error_class, since, until, ids)
         with Progress(console=err(), transient=True) as progress:
@@ -260,7 +260,7 @@ def dlq_purge(
         err().print("jobsctl: purge deletes dead letters for good; add --yes")
         raise typer.Exit(2)
 
-    async def work(redis: Redis, keys: StreamKeys) -> None:
+    async def work(redis: RedisClient, keys: StreamKeys) -> None:
         name = topology.stream_or_all(stream)[0]
         where = _filter(group, error_class, since, until, ids)
         removed = await purge(redis, keys, name, where, operator=_operator(operator))
@@ -270,7 +270,7 @@ def dlq_purge(
 
 
 def _pause_or_resume(group: str, stream: str | None, operator: str | None, *, pause: bool) -> None:
-    async def work(redis: Redis, keys: StreamKeys) -> None:
+    async def work(redis: RedisClient, keys: StreamKeys) -> None:
         pairs = topology.select(stream, group)
         for pair in pairs:
             await (pause_group if pause else resume_group)(redis, keys, pair.stream, pair.group)
@@ -314,7 +314,7 @@ def consumers_prune(
 ) -> None:  # fmt: skip
     """Remove consumers idle that long which own no entry (never one with pending work)."""
 
-    async def work(redis: Redis, keys: StreamKeys) -> None:
+    async def work(redis: RedisClient, keys: StreamKeys) -> None:
         pruned = 0
         for pair in topology.select(stream, group):
             names = await prune_consumers(redis, keys, pair.stream, pair.group, idle_for=idle_for)

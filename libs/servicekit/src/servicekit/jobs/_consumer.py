@@ -30,7 +30,6 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import Counter, Histogram
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from contracts import Event
@@ -46,6 +45,7 @@ from servicekit.jobs._pending import PendingEntries, first_of, is_group_loss
 from servicekit.jobs.routing import Route
 from servicekit.keys import StreamKeys
 from servicekit.metrics import observe_with_trace
+from servicekit.redis_client import RedisClient
 
 __all__ = ["BatchRouteConsumer", "GroupLostError", "RouteConsumer"]
 
@@ -73,7 +73,7 @@ class RouteConsumer:
         route: Route,
         handler: Callable[[Any], Awaitable[Any]],
         *,
-        redis: Redis,
+        redis: RedisClient,
         keys: StreamKeys,
         consumer: str,
         tracer: trace.Tracer,

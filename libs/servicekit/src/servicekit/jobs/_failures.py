@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import structlog
 from opentelemetry import trace
-from redis.asyncio import Redis
 
 from contracts import Event, JobRequest, dead_letter_stream
 from servicekit.errors import ErrorKind, classify
@@ -17,6 +16,7 @@ from servicekit.jobs._outbound import Outbound
 from servicekit.jobs._scripts import SCHEDULE_RETRY
 from servicekit.jobs.options import JobOptions, backoff_delay
 from servicekit.keys import StreamKeys
+from servicekit.redis_client import RedisClient
 
 __all__ = ["FailureRouter"]
 
@@ -28,7 +28,7 @@ class FailureRouter:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: StreamKeys,
         *,
         group: str,

@@ -14,13 +14,13 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from servicekit.jobs._delivery import entry_time
 from servicekit.jobs._metrics import JobMetrics
 from servicekit.jobs._scripts import PRUNE_CONSUMER
 from servicekit.keys import StreamKeys
+from servicekit.redis_client import RedisClient
 
 __all__ = ["RetentionPolicy", "StreamMaintenance", "pause_key", "safe_trim_id"]
 
@@ -81,7 +81,7 @@ class StreamMaintenance:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: StreamKeys,
         metrics: JobMetrics,
         *,

@@ -27,10 +27,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import structlog
-from redis.asyncio import Redis
 
 from servicekit.jobs._codec import FOR_GROUP_FIELD
 from servicekit.keys import Companion, StreamKeys
+from servicekit.redis_client import RedisClient
 
 __all__ = ["LegacyKeys", "migrate_keys"]
 
@@ -181,7 +181,9 @@ return {'merged', moved}
 """
 
 
-async def migrate_keys(redis: Redis, keys: StreamKeys, streams: Iterable[str]) -> dict[str, str]:
+async def migrate_keys(
+    redis: RedisClient, keys: StreamKeys, streams: Iterable[str]
+) -> dict[str, str]:
     """Move ``streams`` (contracts names) from the earlier layout; return what happened to each.
 
     Streams with nothing under the old names are left out of the result. Safe to call from every

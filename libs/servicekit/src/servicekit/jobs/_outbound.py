@@ -14,10 +14,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from servicekit.jobs._delivery import AttemptHistory, Delivery
+from servicekit.redis_client import RedisClient, is_cluster
 
 __all__ = ["Outbound"]
 
@@ -27,7 +27,7 @@ _log = structlog.stdlib.get_logger("servicekit.jobs")
 class Outbound:
     """Buffers acks and lifecycle entries; writes dead letters at once."""
 
-    def __init__(self, redis: Redis, *, flush_interval: float = 0.01) -> None:
+    def __init__(self, redis: RedisClient, *, flush_interval: float = 0.01) -> None:
         self.redis = redis
         self.flush_interval = flush_interval
         self._acks: dict[tuple[str, str], list[bytes]] = {}
@@ -77,6 +77,15 @@ class Outbound:
             if not (acks or entries):
                 return
             try:
+                if entries and is_cluster(self.redis):
+                    # A cluster pipeline sends each node its share at once, in no order across
+                    # nodes, and the lifecycle stream has a slot of its own: the entries go in a
+                    # round trip of their own first, so an ack never lands without its event.
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for key, fields in entries:
+                            pipe.xadd(key, fields)  # type: ignore[arg-type]
+                        await pipe.execute()
+                    entries = []
                 async with self.redis.pipeline(transaction=False) as pipe:
                     # Lifecycle entries first: a "succeeded" event is never lost behind its ack.
                     for key, fields in entries:

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
 from servicekit.jobs._delivery import AttemptHistory, Delivery
 from servicekit.jobs._scripts import CLAIM_DUE, CLAIM_OWN, RECLAIM_IDLE, SET_IDLE
 from servicekit.keys import StreamKeys
+from servicekit.redis_client import RedisClient
 
 __all__ = ["PendingEntries", "first_of", "is_group_loss"]
 
@@ -50,7 +50,7 @@ class PendingEntries:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         keys: StreamKeys,
         *,
         group: str,

@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import structlog
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from contracts import CONSUMER_GROUPS, KNOWN_STREAMS, Event
@@ -24,6 +23,7 @@ from servicekit.jobs._outbound import Outbound
 from servicekit.jobs.routing import Route
 from servicekit.keys import StreamKeys
 from servicekit.ops import Readiness
+from servicekit.redis_client import RedisClient
 from servicekit.telemetry import Telemetry
 
 __all__ = ["EXIT_GROUP_LOST", "Worker", "bind_dependencies"]
@@ -56,7 +56,7 @@ class Worker:
         self,
         routes: Sequence[Route],
         *,
-        redis: Redis,
+        redis: RedisClient,
         keys: StreamKeys,
         consumer: str,
         telemetry: Telemetry,
@@ -166,7 +166,9 @@ class Worker:
                 elif error is not None:
                     exit_code = 1
                     self.readiness.fail(f"{task.get_name()} failed: {error!r}")
-                    _log.error("jobs.task_failed", task=task.get_name(), error=repr(error))
+                    _log.error(
+                        "jobs.task_failed", task=task.get_name(), error=repr(error), exc_info=error
+                    )
             if stop.is_set() or exit_code:
                 halt.set()
                 stopper.cancel()

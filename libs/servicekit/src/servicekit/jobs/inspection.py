@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from servicekit.jobs._codec import FOR_GROUP_FIELD
 from servicekit.keys import StreamKeys
+from servicekit.redis_client import RedisClient
 from servicekit.wire import DATA_FIELD, decode_envelope
 
 __all__ = [
@@ -89,7 +89,7 @@ def _for_other_group(fields: dict[bytes, bytes], group: str) -> bool:
     return target is not None and target.decode() != group
 
 
-async def _last_delivered_id(redis: Redis, key: str, group: str) -> str:
+async def _last_delivered_id(redis: RedisClient, key: str, group: str) -> str:
     try:
         groups: Any = await redis.xinfo_groups(key)
     except ResponseError:  # no such stream: nothing in it
@@ -104,7 +104,7 @@ async def _last_delivered_id(redis: Redis, key: str, group: str) -> str:
 
 
 async def unread_entries(
-    redis: Redis, keys: StreamKeys, stream: str, group: str, *, page: int = 500
+    redis: RedisClient, keys: StreamKeys, stream: str, group: str, *, page: int = 500
 ) -> AsyncIterator[HeldEntry]:
     """Yield the job entries of ``stream`` that ``group`` has not been delivered yet.
 
@@ -121,7 +121,7 @@ async def unread_entries(
 
 
 async def pending_entries(
-    redis: Redis, keys: StreamKeys, stream: str, group: str, *, page: int = 500
+    redis: RedisClient, keys: StreamKeys, stream: str, group: str, *, page: int = 500
 ) -> AsyncIterator[HeldEntry]:
     """Yield the job entries pending in ``group`` on ``stream``: ``retrying`` or ``pending``."""
     key = keys.stream(stream)
@@ -150,7 +150,7 @@ async def pending_entries(
 
 
 async def dead_lettered_entries(
-    redis: Redis, keys: StreamKeys, stream: str, group: str, *, page: int = 500
+    redis: RedisClient, keys: StreamKeys, stream: str, group: str, *, page: int = 500
 ) -> AsyncIterator[HeldEntry]:
     """Yield the job entries ``group`` dead-lettered from ``stream``, with the reason."""
     async for entry_id, fields in _entries_after(redis, keys.dead_letters(stream), "-", page):
@@ -166,7 +166,7 @@ async def dead_lettered_entries(
 
 
 async def _entries_after(
-    redis: Redis, key: str, start: str, page: int
+    redis: RedisClient, key: str, start: str, page: int
 ) -> AsyncIterator[tuple[str, dict[bytes, bytes]]]:
     """Every entry of ``key`` from ``start`` on, read ``page`` at a time."""
     while True:
@@ -179,7 +179,7 @@ async def _entries_after(
 
 
 async def locate_jobs(
-    redis: Redis,
+    redis: RedisClient,
     keys: StreamKeys,
     stream: str,
     group: str,

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from contracts import Event, JobRequest, Priority, job_stream
 from servicekit.jobs._codec import encode_event
 from servicekit.keys import StreamKeys
+from servicekit.redis_client import RedisClient
 
 __all__ = ["enqueue", "publish"]
 
 
-async def publish(redis: Redis, keys: StreamKeys, stream: str, event: Event) -> str:
+async def publish(redis: RedisClient, keys: StreamKeys, stream: str, event: Event) -> str:
     """Append ``event`` to the contracts stream ``stream``; return the entry id.
 
     The current trace context goes into the headers, so the consumer's span joins this trace.
@@ -21,7 +20,7 @@ async def publish(redis: Redis, keys: StreamKeys, stream: str, event: Event) -> 
 
 
 async def enqueue(
-    redis: Redis, keys: StreamKeys, request: JobRequest, priority: Priority = Priority.DEFAULT
+    redis: RedisClient, keys: StreamKeys, request: JobRequest, priority: Priority = Priority.DEFAULT
 ) -> str:
     """Enqueue a job request on its type's stream for ``priority``; return the entry id."""
     return await publish(redis, keys, job_stream(request.JOB_TYPE, priority), request)

@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from prometheus_client import CollectorRegistry, Counter
-from redis.asyncio import Redis
 from sqlalchemy import func, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -29,6 +28,7 @@ from notes_api.models import Job
 from notes_api.worker.runtime_holdings import find_holdings
 from notes_api.worker.store import WorkerStore
 from servicekit import BackgroundLoop, StreamKeys, get_logger
+from servicekit.redis_client import RedisClient
 
 LOST_REASON = "lost: the runtime holds no record of this job"
 _STALE_STATUSES = [str(s) for s in (JobStatus.ACCEPTED, JobStatus.RUNNING, JobStatus.RETRYING)]
@@ -61,7 +61,7 @@ class JobReconciler:
     def __init__(
         self,
         engine: AsyncEngine,
-        redis: Redis,
+        redis: RedisClient,
         keys: StreamKeys,
         *,
         stale_after: timedelta,

@@ -11,7 +11,6 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from uuid import UUID
 
-from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,6 +27,7 @@ from servicekit import StreamKeys
 from servicekit.inbox import tables_for_schema
 from servicekit.jobs import HeldEntry, Holding, locate_jobs
 from servicekit.outbox import outbox_table
+from servicekit.redis_client import RedisClient
 
 _OUTBOX = outbox_table(tables_for_schema(SCHEMA))
 _OWN_GROUP = GROUP
@@ -62,7 +62,11 @@ def _request_groups(job_type: str) -> Iterable[tuple[str, str]]:
 
 
 async def find_holdings(
-    engine: AsyncEngine, redis: Redis, keys: StreamKeys, job_type: str, job_ids: Collection[UUID]
+    engine: AsyncEngine,
+    redis: RedisClient,
+    keys: StreamKeys,
+    job_type: str,
+    job_ids: Collection[UUID],
 ) -> Holdings:
     """Return where the platform holds each of ``job_ids`` (all of one ``job_type``)."""
     wanted = {str(job_id) for job_id in job_ids}
