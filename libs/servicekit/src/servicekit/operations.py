@@ -510,7 +510,7 @@ def _decode_entry(stream: str, entry_id: Any, fields: Any) -> StreamEntry:
 
 
 async def recent_entries(
-    redis: Redis, keys: StreamKeys, stream: str, *, count: int = 20, before: str | None = None
+    redis: RedisClient, keys: StreamKeys, stream: str, *, count: int = 20, before: str | None = None
 ) -> list[StreamEntry]:
     """Return the last ``count`` entries of ``stream`` (before id ``before``), newest first.
 

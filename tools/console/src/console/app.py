@@ -14,14 +14,13 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from redis.asyncio import Redis
 
 from console import job_pages, redrive_pages, stream_pages, views
 from console.auth import Authenticator, NotAuthenticatedError
 from console.jobs import JobLookup
 from console.redrives import Redrives
 from console.settings import ConsoleSettings
-from servicekit import StreamKeys, create_redis
+from servicekit import RedisClient, StreamKeys, create_redis
 from servicekit.logs import SecretRedactor
 
 HERE = Path(__file__).parent
@@ -42,7 +41,7 @@ SECURITY_HEADERS = {
 
 
 def create_app(
-    settings: ConsoleSettings, *, redis: Redis | None = None, jobs: JobLookup | None = None
+    settings: ConsoleSettings, *, redis: RedisClient | None = None, jobs: JobLookup | None = None
 ) -> FastAPI:
     """The console for ``settings``; ``redis`` and ``jobs`` are used (not closed) when given.
 

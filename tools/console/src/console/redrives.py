@@ -18,9 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
-
-from servicekit import StreamKeys, get_logger
+from servicekit import RedisClient, StreamKeys, get_logger
 from servicekit.operations import DeadLetter, DeadLetterFilter, record_audit, redrive
 
 log = get_logger("console")
@@ -82,7 +80,7 @@ class Redrives:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def start(
-        self, redis: Redis, stream: str, where: DeadLetterFilter, *, operator: str,
+        self, redis: RedisClient, stream: str, where: DeadLetterFilter, *, operator: str,
         per_second: float | None,
     ) -> RedriveRun:  # fmt: skip
         """Start redriving what ``where`` takes from ``stream``; return its run at once."""
@@ -109,7 +107,7 @@ class Redrives:
         """Every run this process keeps, newest first."""
         return list(reversed(self._runs.values()))
 
-    async def _run(self, redis: Redis, run: RedriveRun, where: DeadLetterFilter) -> None:
+    async def _run(self, redis: RedisClient, run: RedriveRun, where: DeadLetterFilter) -> None:
         try:
             result = await redrive(redis, self._keys, run.stream, where, operator=run.operator,
                                    per_second=run.per_second, progress=run._counted,
@@ -129,7 +127,7 @@ class Redrives:
             log.info("console.redrove", operator=run.operator, stream=run.stream, run=run.id,
                      moved=len(run.moved), total=run.total, error=run.error)  # fmt: skip
 
-    async def _record_partial(self, redis: Redis, run: RedriveRun) -> None:
+    async def _record_partial(self, redis: RedisClient, run: RedriveRun) -> None:
         """The audit record `redrive` did not get to write: what moved before it ended."""
         try:
             await record_audit(

@@ -18,7 +18,6 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from console.auth import (
@@ -31,7 +30,7 @@ from console.auth import (
 )
 from console.redrives import Redrives
 from contracts import CONSUMER_GROUPS
-from servicekit import StreamKeys, get_logger, redis_check
+from servicekit import RedisClient, StreamKeys, get_logger, redis_check
 from servicekit.logs import SecretRedactor
 from servicekit.operations import (
     AUDIT_STREAM,
@@ -69,7 +68,7 @@ def _auth(request: Request) -> Authenticator:
     return auth
 
 
-def redis_and_keys(request: Request) -> tuple[Redis, StreamKeys]:
+def redis_and_keys(request: Request) -> tuple[RedisClient, StreamKeys]:
     """The console's Redis client and key layout."""
     return request.app.state.redis, request.app.state.keys
 

@@ -207,7 +207,7 @@ def stream_show(
 ) -> None:
     """A stream's last entries, newest first, decoded (headers, body, trace id) as JSON."""
 
-    async def work(redis: Redis, keys: StreamKeys) -> None:
+    async def work(redis: RedisClient, keys: StreamKeys) -> None:
         name = topology.stream_or_all(stream)[0]
         print(render.entries_json(await recent_entries(redis, keys, name, count=count)))
 
