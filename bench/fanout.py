@@ -185,11 +185,18 @@ async def one_run(n: int, say: Say) -> Run:
                     pids["redis"] = found
 
                 async def ingested() -> bool:
+                    """Every group reading the note events (fanout has two) has handled all."""
                     versions = "SELECT count(*) FROM archiver.note_versions"
-                    audited = "SELECT count(*) FROM fanout.note_changes"
-                    return min([await _count(connection, q) for q in (versions, audited)]) >= 2 * n
+                    if await _count(connection, versions) < 2 * n:
+                        return False
+                    notes_stream = keys.stream(NOTES_CREATED)
+                    last = (await redis.xinfo_stream(notes_stream))["last-generated-id"]
+                    groups = await redis.xinfo_groups(notes_stream)
+                    return len(groups) >= 3 and all(
+                        g["last-delivered-id"] == last and g["pending"] == 0 for g in groups
+                    )
 
-                await _until(ingested, 120 + n / 50, "the archiver has every note", every=0.2)
+                await _until(ingested, 120 + n / 10, "every group has every note event", every=0.2)
 
                 # The archiver alone, draining N plain archive jobs.
                 notes = await connection.fetch(
