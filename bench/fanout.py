@@ -230,7 +230,9 @@ async def one_run(n: int, say: Say) -> Run:
                 for port, (module, *args) in starts.items():
                     extra = {"OPS_PORT": str(ops[port]), "PORT": str(api_port)}
                     processes.append(_spawn(module, {**env, **extra}, *args))
-                    pids[f"notes-api-{port}" if port == "worker" else "notes-api"] = processes[-1].pid
+                    pids[f"notes-api-{port}" if port == "worker" else "notes-api"] = processes[
+                        -1
+                    ].pid
                 for port in ("worker", "api"):
                     await _ready(ops[port])
 

@@ -28,7 +28,7 @@ async def redis_pid(redis: Redis) -> int | None:
 
 @dataclass
 class CpuMeter:
-    """CPU seconds of each named process (or group of them) between :meth:`start` and :meth:`stop`."""
+    """CPU seconds of each named process between :meth:`start` and :meth:`stop`."""
 
     processes: dict[str, int]
     """Name to pid."""
@@ -39,6 +39,7 @@ class CpuMeter:
     _first: dict[tuple[str, int], float] = field(default_factory=dict)
     _last: dict[tuple[str, int], float] = field(default_factory=dict)
     _sampling: asyncio.Task[None] | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def _backends(self) -> list[int]:
         assert self._connection is not None
@@ -60,9 +61,10 @@ class CpuMeter:
             self._last[key] = seconds
 
     async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.every)
-            await self._sample(starting=False)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.every)
+            await self._sample(starting=False)  # never cancelled mid-query: the connection lives on
 
     async def start(self) -> None:
         self._connection = await asyncpg.connect(self.database_url)
@@ -71,11 +73,9 @@ class CpuMeter:
 
     async def stop(self) -> dict[str, float]:
         """CPU seconds per name since :meth:`start` (PostgreSQL's backends summed)."""
+        self._stopping.set()
         if self._sampling is not None:
-            self._sampling.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampling
-        await self._sample(starting=False)
+            await self._sampling  # its last sample is taken now
         if self._connection is not None:
             await self._connection.close()
         spent: dict[str, float] = {}

@@ -88,7 +88,9 @@ async def mark_note_archived(events: list[NoteArchived], store: WorkerStore) -> 
         ]
         if children:
             jobs.update(await tx.find_or_add_bulk_children(children))
-        applied = [event for event in tx.new_events if _result_applies(jobs.get(event.job_id), event)]
+        applied = [
+            event for event in tx.new_events if _result_applies(jobs.get(event.job_id), event)
+        ]
         await tx.mark_notes_archived([(event.note_id, event.owner_id) for event in applied])
         await tx.succeed_jobs(
             [
