@@ -23,7 +23,8 @@ rates it barely moves when the machine is shared: their sum says what ``N``/s ne
 Each run is on a shared machine; figures are per run and the worst (and median) of
 ``BENCH_FANOUT_RUNS`` (3) runs. ``BENCH_FANOUT=0`` skips it in ``make bench``.
 ``BENCH_FANOUT_PROFILE`` (e.g. ``archiver,notes-api-worker``) runs those processes under
-cProfile, writing ``.bench/fanout-logs/<name>.prof`` (CPU figures then include its overhead).
+cProfile on CPU time (``bench.profiled``), writing ``.bench/fanout-logs/<name>.prof`` (CPU
+figures then include its overhead).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _spawn(module: str, env: dict[str, str], *args: str) -> subprocess.Popen[byt
     argv = [sys.executable, "-m", module, *args]
     if name in profiled and args in {(), ("serve",)}:
         profile = LOGS / f"{name}.prof"
-        argv = [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", module, *args]
+        argv = [sys.executable, "-m", "bench.profiled", str(profile), module, *args]
     with (LOGS / f"{name}.log").open("ab") as log:
         return subprocess.Popen(argv, env=env, stdout=log, stderr=log)
 
