@@ -176,6 +176,7 @@ async def test_a_batch_of_results_adds_succeeds_and_archives_in_a_few_statements
     ]  # fmt: skip
     assert await _row(engine, "jobs", stranger) is None
     archived = [(await _row(engine, "notes", note_id)).archived_at for note_id in notes[:2]]
-    assert archived[0] is not None and archived[1] is None
+    assert archived[0] is not None
+    assert archived[1] is None  # not bob's note
     assert await store.count_parents() == 1
     assert (await _row(engine, "jobs", parent)).progress["succeeded"] == 2
