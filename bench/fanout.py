@@ -15,8 +15,16 @@ Issue 14's figures, per run, on a fresh database and key prefix:
    over the time from the request to the last child's entry on ``jobs.archive.low`` (its id is
    Redis's clock). Also counted: the parent's progress events (how coalesced the counting was).
 
+**CPU per note**: each process's CPU seconds over each phase (``bench.process_cpu``: the
+archiver, fanout, notes-api and its worker, the PostgreSQL backends of the run's database, and
+Redis, which other programs on the host share) divided by ``N``, in milliseconds. Unlike the
+rates it barely moves when the machine is shared: their sum says what ``N``/s needs in cores.
+
 Each run is on a shared machine; figures are per run and the worst (and median) of
 ``BENCH_FANOUT_RUNS`` (3) runs. ``BENCH_FANOUT=0`` skips it in ``make bench``.
+``BENCH_FANOUT_PROFILE`` (e.g. ``archiver,notes-api-worker``) runs those processes under
+cProfile on CPU time (``bench.profiled``), writing ``.bench/fanout-logs/<name>.prof`` (CPU
+figures then include its overhead).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from redis.asyncio import Redis
 from bench.common import REDIS_URL, env_int
 from bench.http_api import Say
 from bench.http_servers import _free_port, _stop, fresh_database
+from bench.process_cpu import CpuMeter, redis_pid
 from bench.report import Row, Target, run_alone
 from contracts import (
     JOBS_LIFECYCLE,
@@ -63,10 +72,18 @@ LOW_ARCHIVE = job_stream("archive", Priority.LOW)
 LOGS = Path(".bench/fanout-logs")
 
 
-def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """A process of the platform, its output in .bench/fanout-logs/ (a pipe nobody reads fills)."""
+def _spawn(module: str, env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    """``python -m module``, its output in .bench/fanout-logs/ (a pipe nobody reads fills).
+
+    Under cProfile when BENCH_FANOUT_PROFILE names it (and this is not a one-off command).
+    """
     LOGS.mkdir(parents=True, exist_ok=True)
-    name = argv[2] if len(argv) > 2 else "process"
+    name = module.replace("notes_api.worker", "notes-api-worker").replace("_", "-")
+    profiled = os.environ.get("BENCH_FANOUT_PROFILE", "").split(",")
+    argv = [sys.executable, "-m", module, *args]
+    if name in profiled and args in {(), ("serve",)}:
+        profile = LOGS / f"{name}.prof"
+        argv = [sys.executable, "-m", "bench.profiled", str(profile), module, *args]
     with (LOGS / f"{name}.log").open("ab") as log:
         return subprocess.Popen(argv, env=env, stdout=log, stderr=log)
 
@@ -85,6 +102,10 @@ class Run:
     """Children/s: request to the last child on the archive stream."""
     progress_events: int
     """Progress events the parent's counting sent (one per count)."""
+    cpu_ms_alone: dict[str, float]
+    """CPU milliseconds per job of each process while the archiver drained alone."""
+    cpu_ms_end_to_end: dict[str, float]
+    """CPU milliseconds per note of each process from the bulk request to the parent's end."""
 
 
 async def _fill(connection: asyncpg.Connection, redis: Redis, keys: StreamKeys, n: int) -> None:
@@ -149,29 +170,42 @@ async def one_run(n: int, say: Say) -> Run:
         async with fresh_database(prefix) as database:
             env = {**database.env, "LOG_LEVEL": "WARNING"}
             for service in ("archiver", "fanout"):
-                migrate = _spawn([sys.executable, "-m", service, "migrate"], env)
+                migrate = _spawn(service, env, "migrate")
                 if await asyncio.to_thread(migrate.wait) != 0:
                     raise RuntimeError(f"{service} migrate failed")
             connection = await asyncpg.connect(env["DATABASE_URL"])
             try:
                 await _fill(connection, redis, keys, n)
                 ops = {name: _free_port() for name in ("archiver", "worker", "fanout", "api")}
+                pids: dict[str, int] = {}
                 for service in ("archiver", "fanout"):  # fanout audits the note events too
-                    argv = [sys.executable, "-m", service]
-                    processes.append(_spawn(argv, {**env, "OPS_PORT": str(ops[service])}))
+                    processes.append(_spawn(service, {**env, "OPS_PORT": str(ops[service])}))
+                    pids[service] = processes[-1].pid
+                found = await redis_pid(redis)
+                if found is not None:
+                    pids["redis"] = found
 
                 async def ingested() -> bool:
+                    """Every group reading the note events (fanout has two) has handled all."""
                     versions = "SELECT count(*) FROM archiver.note_versions"
-                    audited = "SELECT count(*) FROM fanout.note_changes"
-                    return min([await _count(connection, q) for q in (versions, audited)]) >= 2 * n
+                    if await _count(connection, versions) < 2 * n:
+                        return False
+                    notes_stream = keys.stream(NOTES_CREATED)
+                    last = (await redis.xinfo_stream(notes_stream))["last-generated-id"]
+                    groups = await redis.xinfo_groups(notes_stream)
+                    return len(groups) >= 3 and all(
+                        g["last-delivered-id"] == last and g["pending"] == 0 for g in groups
+                    )
 
-                await _until(ingested, 120 + n / 50, "the archiver has every note", every=0.2)
+                await _until(ingested, 120 + n / 10, "every group has every note event", every=0.2)
 
                 # The archiver alone, draining N plain archive jobs.
                 notes = await connection.fetch(
                     "SELECT id FROM notes.notes WHERE owner_id = $1", DRAIN_OWNER
                 )
                 stream = keys.stream(LOW_ARCHIVE)
+                meter = CpuMeter(pids, env["DATABASE_URL"])
+                await meter.start()
                 started = time.monotonic()
                 for start in range(0, n, 1000):
                     pipeline = redis.pipeline(transaction=False)
@@ -188,17 +222,18 @@ async def one_run(n: int, say: Say) -> Run:
                     return await _count(connection, sql, DRAIN_OWNER) >= n
 
                 alone = n / (await _until(drained, 120 + n / 20, "archiver drain") - started)
+                cpu_alone = _per_unit(await meter.stop(), n)
                 # The drain's results would reach the worker started next: not part of the run.
                 await redis.delete(keys.stream(NOTES_ARCHIVED), keys.stream(JOBS_LIFECYCLE))
 
                 api_port = _free_port()
-                starts = {
-                    "notes-api-worker": ([sys.executable, "-m", "notes_api.worker"], "worker"),
-                    "notes-api": ([sys.executable, "-m", "notes_api", "serve"], "api"),
-                }
-                for argv, port in starts.values():
+                starts = {"worker": ("notes_api.worker",), "api": ("notes_api", "serve")}
+                for port, (module, *args) in starts.items():
                     extra = {"OPS_PORT": str(ops[port]), "PORT": str(api_port)}
-                    processes.append(_spawn(argv, {**env, **extra}))
+                    processes.append(_spawn(module, {**env, **extra}, *args))
+                    pids[f"notes-api-{port}" if port == "worker" else "notes-api"] = processes[
+                        -1
+                    ].pid
                 for port in ("worker", "api"):
                     await _ready(ops[port])
 
@@ -207,6 +242,8 @@ async def one_run(n: int, say: Say) -> Run:
                     base_url=f"http://127.0.0.1:{api_port}", headers=headers, timeout=30
                 ) as client:
                     clock_ms = await _redis_ms(redis)
+                    meter = CpuMeter(pids, env["DATABASE_URL"])
+                    await meter.start()
                     requested = time.monotonic()
                     response = await client.post("/v1/notes:bulk-archive", json={"all": True})
                     response.raise_for_status()
@@ -219,6 +256,7 @@ async def one_run(n: int, say: Say) -> Run:
                         return last["status"] in {"succeeded", "failed"}
 
                     done = await _until(finished, 120 + n / 10, "the parent finished")
+                    cpu_end_to_end = _per_unit(await meter.stop(), n)
                 if last["status"] != "succeeded" or last["progress"]["succeeded"] != n:
                     raise RuntimeError(f"bulk archive ended {last['status']} {last['progress']}")
                 end_to_end = n / (done - requested)
@@ -237,13 +275,25 @@ async def one_run(n: int, say: Say) -> Run:
         if keys_left:
             await redis.unlink(*keys_left)
         await redis.aclose()
-    run = Run(alone, end_to_end, children, progress)
+    run = Run(alone, end_to_end, children, progress, cpu_alone, cpu_end_to_end)
     say(
         f"  fanout run: {n:,} notes; archiver alone {alone:,.0f} notes/s; end to end "
         f"{end_to_end:,.0f} notes/s; children published {children:,.0f}/s; "
         f"{progress:,} progress events; load avg {os.getloadavg()[0]:.2f}"
     )
+    say(f"    CPU ms per job, archiver alone: {_cpu_text(cpu_alone)}")
+    say(f"    CPU ms per note, end to end:    {_cpu_text(cpu_end_to_end)}")
     return run
+
+
+def _per_unit(seconds: dict[str, float], n: int) -> dict[str, float]:
+    """CPU milliseconds per unit of work, by process; ``total`` their sum."""
+    per = {name: round(spent * 1000 / n, 4) for name, spent in sorted(seconds.items())}
+    return {**per, "total": round(sum(per.values()), 4)}
+
+
+def _cpu_text(per: dict[str, float]) -> str:
+    return ", ".join(f"{name} {ms:.3f}" for name, ms in per.items())
 
 
 async def _redis_ms(redis: Redis) -> int:
@@ -290,6 +340,16 @@ async def run(say: Say) -> tuple[list[Row], list[Target]]:
         Row("fanout: parent progress events (most)",
             max(r.progress_events for r in runs), "events"),
     ]  # fmt: skip
+    # CPU per note, the median over runs of each process (its sum, "total", x 1,000 notes/s is
+    # the cores the goal needs); the archiver's per job alone beside its per note end to end.
+    for name in worst.cpu_ms_end_to_end:
+        per_note = statistics.median(r.cpu_ms_end_to_end.get(name, 0.0) for r in runs)
+        alone = statistics.median(r.cpu_ms_alone.get(name, 0.0) for r in runs)
+        label = f"fanout: CPU per note end to end, {name} (median)"
+        if name in {"archiver", "postgresql", "redis", "total"}:
+            rows.append(Row.against(label, per_note, "ms", alone))  # baseline: alone, per job
+        else:
+            rows.append(Row(label, per_note, "ms"))
     target = Target(
         f"bulk archive of {n:,} notes end to end >= {TARGET_NOTES_PER_SECOND:,.0f} notes/s",
         worst.end_to_end >= TARGET_NOTES_PER_SECOND,

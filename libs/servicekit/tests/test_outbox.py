@@ -25,7 +25,12 @@ from structlog.testing import capture_logs
 from contracts.notes import NoteArchived
 from contracts.streams import NOTES_ARCHIVED
 from servicekit.keys import StreamKeys
-from servicekit.outbox import OutboxRelay, add_to_outbox, ensure_outbox_tables
+from servicekit.outbox import (
+    OutboxRelay,
+    add_each_to_outbox,
+    add_to_outbox,
+    ensure_outbox_tables,
+)
 from servicekit.settings import asyncpg_url
 from servicekit.wire import DATA_FIELD, decode_envelope
 
@@ -120,6 +125,34 @@ async def test_entries_carry_the_trace_context_captured_at_write_time(
     _, trace_id, span_id, _ = headers["traceparent"].split("-")
     assert int(trace_id, 16) == request_context.trace_id
     assert int(span_id, 16) == request_context.span_id
+
+
+async def test_a_batch_written_in_one_statement_is_the_rows_one_call_each_would_write(
+    engine: AsyncEngine, redis_client: Redis, stream_prefix: str
+) -> None:
+    keys = StreamKeys(stream_prefix)
+    note_id = uuid4()
+    events = [archived(note_id, 1), archived(uuid4()), archived(note_id, 2)]
+    with TracerProvider().get_tracer("test").start_as_current_span("batch") as batch_span:
+        async with engine.begin() as connection:
+            entries = [(event, str(event.note_id)) for event in events]
+            await add_each_to_outbox(connection, SCHEMA, entries, stream=NOTES_ARCHIVED)
+            await add_each_to_outbox(connection, SCHEMA, [], stream=NOTES_ARCHIVED)  # nothing
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text(f"SELECT aggregate_id, event_id FROM {SCHEMA}.outbox ORDER BY id")
+            )
+        ).all()
+    assert [(row.aggregate_id, row.event_id) for row in rows] == [
+        (str(event.note_id), event.event_id) for event in events
+    ]  # in order, each of its note's aggregate
+
+    assert await OutboxRelay(engine, redis_client, schema=SCHEMA, keys=keys).publish_pending() == 3
+    decoded = await read_stream(redis_client, keys)
+    assert [body for body, _ in decoded] == [event.model_dump(mode="json") for event in events]
+    trace_ids = {int(headers["traceparent"].split("-")[1], 16) for _, headers in decoded}
+    assert trace_ids == {batch_span.get_span_context().trace_id}  # the writer's trace in each
 
 
 async def test_relay_producer_span_continues_the_captured_trace(

@@ -25,6 +25,7 @@ SURFACE = {
         "Telemetry",
         "TransientError",
         "add_all_to_outbox",
+        "add_each_to_outbox",
         "add_to_outbox",
         "create_database_engine",
         "create_outbox_tables",

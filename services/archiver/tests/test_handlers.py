@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID, uuid4
@@ -55,6 +55,22 @@ class FakeBatch(FakeTransaction):
 
     async def release(self, request: ArchiveRequested) -> None:
         self.released.append(request)
+
+    async def find_notes(
+        self, wanted: Sequence[tuple[UUID, int]]
+    ) -> dict[tuple[UUID, int], StoredNote]:
+        found = {key: await self.find_note(*key) for key in wanted}
+        return {key: note for key, note in found.items() if note is not None}
+
+    async def freeze_snapshots(self, frozen: Sequence[tuple[NoteVersion, UUID]]) -> None:
+        for version, job_id in frozen:
+            await self.freeze_snapshot(version, job_id=job_id)
+
+    async def emit_all(
+        self, events: Sequence[Event], *, stream: str, aggregate_id: Callable[[Any], str]
+    ) -> None:
+        for event in events:
+            await self.emit(event, stream=stream, aggregate_id=aggregate_id(event))
 
 
 class FakeArchiveStore:

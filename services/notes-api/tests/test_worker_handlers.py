@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import inspect
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -85,6 +85,9 @@ class FakeTransaction:
     async def mark_note_archived(self, note_id: UUID, owner_id: str) -> None:
         self.archived.append((note_id, owner_id))
 
+    async def mark_notes_archived(self, notes: Sequence[tuple[UUID, str]]) -> None:
+        self.archived += notes
+
     async def insert_note(self, note: NoteSnapshot) -> bool:
         if note.id in self.store.notes or note.id in self.notes:
             return False
@@ -93,6 +96,20 @@ class FakeTransaction:
 
     async def find_job(self, job_id: UUID) -> Job | None:
         return self.jobs.get(job_id) or self.store.jobs.get(job_id)
+
+    async def find_jobs(self, job_ids: Iterable[UUID]) -> dict[UUID, Job]:
+        found = {job_id: await self.find_job(job_id) for job_id in job_ids}
+        return {job_id: job for job_id, job in found.items() if job is not None}
+
+    async def find_or_add_bulk_children(
+        self, children: Sequence[tuple[UUID, UUID, str | None]]
+    ) -> dict[UUID, Job]:
+        found = {c[0]: await self.find_or_add_bulk_child(*c) for c in children}
+        return {job_id: job for job_id, job in found.items() if job is not None}
+
+    async def succeed_jobs(self, results: Sequence[tuple[Job, dict[str, Any]]]) -> int:
+        moved = [await self.advance_job(job, JobStatus.SUCCEEDED, result=r) for job, r in results]
+        return sum(moved)
 
     async def find_or_add_bulk_child(
         self, job_id: UUID, parent_id: UUID, owner_id: str | None
@@ -493,6 +510,19 @@ async def test_a_lost_bulk_chunk_counts_its_items_on_the_parent_with_its_status(
 
     assert store.lost_chunks == [(chunk_id, parent_id, status, "PermanentError: not owned")]
     assert store.advanced == []
+
+
+async def test_a_bulk_childs_start_is_not_recorded_its_outcome_is(
+    store: FakeWorkerStore,
+) -> None:
+    parent = store.add(job("bob", JobType.BULK_ARCHIVE, JobStatus.RUNNING))
+    child_id = uuid4()
+
+    await record_job_status([lifecycle(JobStarted, child_id, parent_job_id=parent.id)], store)
+    assert (store.transactions, store.advanced) == (0, [])  # not even an inbox row
+
+    await mark_note_archived([archived(child_id, parent_job_id=parent.id)], store)
+    assert [(a.job_id, a.status) for a in store.advanced] == [(child_id, JobStatus.SUCCEEDED)]
 
 
 async def test_a_lifecycle_event_about_no_job_of_ours_changes_nothing_but_counts_as_handled(

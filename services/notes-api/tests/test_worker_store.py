@@ -140,3 +140,43 @@ async def test_a_child_moves_forward_only_and_counts_once_on_its_parent_with_a_p
     assert (event["type"], event["job_id"], event["succeeded"]) == (
         "jobs.lifecycle.progress.v1", str(parent), 1,
     )  # fmt: skip
+
+
+async def test_a_batch_of_results_adds_succeeds_and_archives_in_a_few_statements(
+    store: WorkerStore,
+    engine: AsyncEngine,
+    client: httpx.AsyncClient,
+    alice: dict[str, str],
+) -> None:
+    notes = [UUID((await create_note(client, alice, tags=["c"]))["id"]) for _ in range(3)]
+    response = await client.post("/v1/notes:bulk-archive", json={"tag": "c"}, headers=alice)
+    parent = UUID(response.json()["job_id"])
+    children = [bulk_child_job_id(parent, note_id) for note_id in notes]
+    stranger = uuid4()  # a child of no parent we know: no row
+
+    async with store.transaction(an_event()) as tx:
+        found = await tx.find_or_add_bulk_children(
+            [*((child, parent, None) for child in children), (stranger, uuid4(), None)]
+        )
+        assert sorted(found) == sorted(children)
+        assert {job.owner_id for job in found.values()} == {"alice"}
+        assert await tx.find_or_add_bulk_children([(children[0], parent, None)]) == {
+            children[0]: found[children[0]]
+        }  # the second time: found, not added again
+        results = [(found[child], {"n": i}) for i, child in enumerate(children[:2])]
+        assert await tx.succeed_jobs([*results, results[0]]) == 2  # each once
+        await tx.mark_notes_archived([(notes[0], "alice"), (notes[1], "bob")])  # not bob's
+    async with store.transaction(an_event()) as tx:
+        again = await tx.find_jobs(children)
+        assert await tx.succeed_jobs([(again[children[0]], {"n": 9})]) == 0  # terminal already
+
+    stored = [await _row(engine, "jobs", child) for child in children]
+    assert [(row.status, row.result) for row in stored] == [
+        ("succeeded", {"n": 0}), ("succeeded", {"n": 1}), ("accepted", None),
+    ]  # fmt: skip
+    assert await _row(engine, "jobs", stranger) is None
+    archived = [(await _row(engine, "notes", note_id)).archived_at for note_id in notes[:2]]
+    assert archived[0] is not None
+    assert archived[1] is None  # not bob's note
+    assert await store.count_parents() == 1
+    assert (await _row(engine, "jobs", parent)).progress["succeeded"] == 2

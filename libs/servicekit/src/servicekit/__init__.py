@@ -20,7 +20,13 @@ from servicekit.keys import StreamKeys
 from servicekit.lifecycle import run_until_stopped
 from servicekit.logs import get_logger
 from servicekit.ops import OpsServer, Readiness
-from servicekit.outbox import OutboxRelay, add_all_to_outbox, add_to_outbox, create_outbox_tables
+from servicekit.outbox import (
+    OutboxRelay,
+    add_all_to_outbox,
+    add_each_to_outbox,
+    add_to_outbox,
+    create_outbox_tables,
+)
 from servicekit.redis_client import RedisClient
 from servicekit.retention import database_retention
 from servicekit.runner import BackgroundLoop, database_check, redis_check, run_worker
@@ -48,6 +54,7 @@ __all__ = [
     "Telemetry",
     "TransientError",
     "add_all_to_outbox",
+    "add_each_to_outbox",
     "add_to_outbox",
     "create_database_engine",
     "create_outbox_tables",

@@ -160,6 +160,34 @@ async def add_to_outbox(
     )
 
 
+async def add_each_to_outbox(
+    connection: AsyncConnection,
+    schema: str,
+    events: Sequence[tuple[Event, str]],
+    *,
+    stream: str,
+) -> None:
+    """:func:`add_to_outbox` for each ``(event, aggregate_id)``: one statement, one round trip.
+
+    For a batch handler's results (one event per handled event, each of its own aggregate): the
+    rows are the same as one call each would write, the current trace context in each.
+    """
+    if not events:
+        return
+    rows = [
+        {
+            "aggregate_id": aggregate_id,
+            "stream": stream,
+            "event_id": event.event_id,
+            "event_type": event.type,
+            "payload": event.model_dump(mode="json"),
+            "headers": event_headers(event),
+        }
+        for event, aggregate_id in events
+    ]
+    await connection.execute(_outbox(schema).insert(), rows)
+
+
 async def add_all_to_outbox(
     connection: AsyncConnection,
     schema: str,

@@ -13,7 +13,7 @@ and reported as skipped (a batch reports them per request).
 
 from uuid import UUID
 
-from archiver.store import ArchiveBatch, ArchiveStore, ArchiveTransaction, NoteChange, NoteVersion
+from archiver.store import ArchiveStore, ArchiveTransaction, NoteChange, NoteVersion, StoredNote
 from contracts import ArchiveRequested, CopyRequested, Service
 from contracts.notes import (
     NoteArchived,
@@ -71,26 +71,34 @@ async def archive_note(
     """
     settled: dict[UUID, Exception] = {}
     async with store.transactions(requests) as tx:
+        # A few statements per batch, not per request: the notes, the snapshots, the outbox.
+        found = await tx.find_notes([(r.note_id, r.version) for r in tx.new_events])
+        frozen: list[tuple[ArchiveRequested, NoteVersion]] = []
         for request in tx.new_events:
             try:
-                version = await _requested_version(tx, request)
+                frozen.append((request, _version_to_freeze(found.get(_key(request)), request)))
             except (TransientError, PermanentError, SkipJob) as exc:
                 settled[request.event_id] = exc
                 if not isinstance(exc, SkipJob):
                     await tx.release(request)  # not applied: its retry must find it new
-                continue
-            await tx.freeze_snapshot(version, job_id=request.job_id)
-            archived = NoteArchived.caused_by(
-                request,
-                producer=PRODUCER,
-                owner_id=request.owner_id,
-                note_id=request.note_id,
-                version=request.version,
-                job_id=request.job_id,
-                parent_job_id=request.parent_job_id,
-                checksum=version.checksum,
-            )
-            await tx.emit(archived, stream=NOTES_ARCHIVED, aggregate_id=str(request.note_id))
+        await tx.freeze_snapshots([(version, request.job_id) for request, version in frozen])
+        await tx.emit_all(
+            [
+                NoteArchived.caused_by(
+                    request,
+                    producer=PRODUCER,
+                    owner_id=request.owner_id,
+                    note_id=request.note_id,
+                    version=request.version,
+                    job_id=request.job_id,
+                    parent_job_id=request.parent_job_id,
+                    checksum=version.checksum,
+                )
+                for request, version in frozen
+            ],
+            stream=NOTES_ARCHIVED,
+            aggregate_id=lambda archived: str(archived.note_id),
+        )
     log.info("notes.archived", requests=len(requests), settled_otherwise=len(settled))
     return settled
 
@@ -119,11 +127,21 @@ async def copy_note(request: CopyRequested, store: ArchiveStore) -> None:
     log.info("note.copied", note_id=str(request.note_id), new_note_id=str(new_note_id))
 
 
+def _key(request: ArchiveRequested) -> tuple[UUID, int]:
+    return request.note_id, request.version
+
+
 async def _requested_version(
-    tx: ArchiveTransaction | ArchiveBatch, request: ArchiveRequested | CopyRequested
+    tx: ArchiveTransaction, request: ArchiveRequested | CopyRequested
 ) -> NoteVersion:
     """Return the stored version a job names, or raise what the runtime should do instead."""
-    note = await tx.find_note(request.note_id, request.version)
+    return _version_to_freeze(await tx.find_note(request.note_id, request.version), request)
+
+
+def _version_to_freeze(
+    note: StoredNote | None, request: ArchiveRequested | CopyRequested
+) -> NoteVersion:
+    """The version a job names, of what is stored (``note``), or raise what to do instead."""
     if note is None:
         raise TransientError(f"note {request.note_id} has not reached the archiver yet")
     if note.owner_id != request.owner_id:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
-from sqlalchemy import func
+from sqlalchemy import func, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -27,6 +28,7 @@ from contracts.notes import NoteCreated, NoteDeleted, NoteUpdated
 from servicekit import (
     BatchTransaction,
     HandlerTransaction,
+    add_each_to_outbox,
     handler_transaction,
     handler_transaction_batch,
 )
@@ -35,6 +37,7 @@ GROUP = str(Service.ARCHIVER)
 """The consumer group whose inbox the store's transactions record (the handlers' router's)."""
 
 NoteChange = NoteCreated | NoteUpdated | NoteDeleted
+E = TypeVar("E", bound=Event)
 
 
 def content_checksum(title: str, body: str, tags: list[str]) -> str:
@@ -74,6 +77,11 @@ class StoredNote:
     """The version asked for, or None if it has not arrived yet."""
 
 
+_FREEZE = insert(SnapshotRow).on_conflict_do_nothing(
+    index_elements=[col(SnapshotRow.note_id), col(SnapshotRow.version)]
+)
+
+
 class ArchiveTransaction:
     """One handler's unit of work on the archiver's schema."""
 
@@ -109,25 +117,32 @@ class ArchiveTransaction:
 
     async def find_note(self, note_id: UUID, version: int) -> StoredNote | None:
         """Return what is stored about ``note_id`` and its ``version``; None if nothing arrived."""
-        summary = (
-            await self._tx.connection.execute(
-                select(NoteVersionRow.owner_id, func.bool_or(NoteVersionRow.deleted))
-                .where(NoteVersionRow.note_id == note_id)
-                .group_by(col(NoteVersionRow.owner_id))
-            )
-        ).first()
-        if summary is None:
-            return None
-        row = (
-            await self._tx.connection.execute(
-                select(NoteVersionRow).where(
-                    NoteVersionRow.note_id == note_id, NoteVersionRow.version == version
+        return (await self.find_notes([(note_id, version)])).get((note_id, version))
+
+    async def find_notes(
+        self, wanted: Sequence[tuple[UUID, int]]
+    ) -> dict[tuple[UUID, int], StoredNote]:
+        """:meth:`find_note` for each ``(note_id, version)``, in two statements however many.
+
+        A note of which nothing arrived is left out.
+        """
+        note_ids = sorted({note_id for note_id, _ in wanted})
+        if not note_ids:
+            return {}
+        summaries = {
+            row.note_id: row
+            for row in await self._tx.connection.execute(
+                select(
+                    NoteVersionRow.note_id,
+                    NoteVersionRow.owner_id,
+                    func.bool_or(NoteVersionRow.deleted).label("deleted"),
                 )
+                .where(col(NoteVersionRow.note_id).in_(note_ids))
+                .group_by(col(NoteVersionRow.note_id), col(NoteVersionRow.owner_id))
             )
-        ).first()
-        found = None
-        if row is not None:
-            found = NoteVersion(
+        }
+        versions = {
+            (row.note_id, row.version): NoteVersion(
                 note_id=row.note_id,
                 version=row.version,
                 owner_id=row.owner_id,
@@ -137,28 +152,49 @@ class ArchiveTransaction:
                 created_at=row.created_at,
                 updated_at=row.updated_at,
             )
-        return StoredNote(owner_id=summary[0], deleted=bool(summary[1]), version=found)
+            for row in await self._tx.connection.execute(
+                select(NoteVersionRow).where(
+                    tuple_(col(NoteVersionRow.note_id), col(NoteVersionRow.version)).in_(
+                        sorted(set(wanted))
+                    )
+                )
+            )
+        }
+        return {
+            key: StoredNote(
+                owner_id=summaries[key[0]].owner_id,
+                deleted=bool(summaries[key[0]].deleted),
+                version=versions.get(key),
+            )
+            for key in wanted
+            if key[0] in summaries
+        }
 
     async def freeze_snapshot(self, version: NoteVersion, *, job_id: UUID) -> None:
         """Store ``version`` as archived; a no-op if that version was frozen before."""
-        await self._tx.connection.execute(
-            insert(SnapshotRow)
-            .values(
-                note_id=version.note_id,
-                version=version.version,
-                owner_id=version.owner_id,
-                title=version.title,
-                body=version.body,
-                tags=version.tags,
-                created_at=version.created_at,
-                updated_at=version.updated_at,
-                checksum=version.checksum,
-                job_id=job_id,
-            )
-            .on_conflict_do_nothing(
-                index_elements=[col(SnapshotRow.note_id), col(SnapshotRow.version)]
-            )
-        )
+        await self.freeze_snapshots([(version, job_id)])
+
+    async def freeze_snapshots(self, frozen: Sequence[tuple[NoteVersion, UUID]]) -> None:
+        """:meth:`freeze_snapshot` for each ``(version, job_id)``, in one statement."""
+        if not frozen:
+            return
+        rows = [
+            {
+                "note_id": version.note_id,
+                "version": version.version,
+                "owner_id": version.owner_id,
+                "title": version.title,
+                "body": version.body,
+                "tags": version.tags,
+                "created_at": version.created_at,
+                "updated_at": version.updated_at,
+                "checksum": version.checksum,
+                "job_id": job_id,
+            }
+            for version, job_id in frozen
+        ]
+        # Parameters, not `.values(rows)`: one cached statement, its rows sent as one batch.
+        await self._tx.connection.execute(_FREEZE, rows)
 
     async def emit(self, event: Event, *, stream: str, aggregate_id: str) -> None:
         """Add ``event`` to the outbox; the relay publishes it after commit."""
@@ -180,6 +216,16 @@ class ArchiveBatch(ArchiveTransaction):
     async def emit(self, event: Event, *, stream: str, aggregate_id: str) -> None:
         """Add ``event`` to the outbox; the relay publishes it after commit."""
         await self._batch.emit(event, stream=stream, aggregate_id=aggregate_id)
+
+    async def emit_all(
+        self, events: Sequence[E], *, stream: str, aggregate_id: Callable[[E], str]
+    ) -> None:
+        """:meth:`emit` for each of ``events`` (each of the aggregate ``aggregate_id`` names).
+
+        One statement: its rows sent as one batch.
+        """
+        entries = [(event, aggregate_id(event)) for event in events]
+        await add_each_to_outbox(self._batch.connection, self._batch.schema, entries, stream=stream)
 
     async def release(self, request: ArchiveRequested) -> None:
         """Leave ``request`` unapplied: its retry finds it new."""

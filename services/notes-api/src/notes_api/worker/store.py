@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
-from sqlalchemy import func, update
+from sqlalchemy import bindparam, func, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel import col, select
@@ -78,6 +78,16 @@ _log = get_logger("notes_api.worker")
 E = TypeVar("E", bound=Event)
 
 
+_SUCCEED = (
+    update(Job)
+    .where(col(Job.id) == bindparam("b_id"))
+    .values(status=str(JobStatus.SUCCEEDED), result=bindparam("b_result"),
+            updated_at=bindparam("b_updated_at"))
+)  # fmt: skip
+"""A job's success with its result; executed with one parameter set per job (bound names
+must differ from the columns')."""
+
+
 def _job(row: Any) -> Job:
     """A `jobs` row read on the connection, as the table class (for the status rule)."""
     return Job.model_validate(row._mapping)
@@ -104,6 +114,16 @@ class WorkerTransaction:
             .values(archived_at=func.coalesce(col(Note.archived_at), func.now()))
         )
 
+    async def mark_notes_archived(self, notes: Sequence[tuple[UUID, str]]) -> None:
+        """:meth:`mark_note_archived` for each ``(note_id, owner_id)``, in one statement."""
+        if not notes:
+            return
+        await self._connection.execute(
+            update(Note)
+            .where(tuple_(col(Note.id), col(Note.owner_id)).in_(list(notes)))
+            .values(archived_at=func.coalesce(col(Note.archived_at), func.now()))
+        )
+
     async def insert_note(self, note: NoteSnapshot) -> bool:
         """Insert ``note`` unless its id exists; return whether it was inserted."""
         inserted = await self._connection.execute(
@@ -125,6 +145,16 @@ class WorkerTransaction:
         ).first()
         return _job(row) if row is not None else None
 
+    async def find_jobs(self, job_ids: Iterable[UUID]) -> dict[UUID, Job]:
+        """:meth:`find_job` for many, in one statement (locked in id order, as batches sort)."""
+        ids = sorted(set(job_ids))
+        if not ids:
+            return {}
+        rows = await self._connection.execute(
+            select(Job).where(col(Job.id).in_(ids)).order_by(col(Job.id)).with_for_update()
+        )
+        return {job.id: job for job in map(_job, rows)}
+
     async def find_or_add_bulk_child(
         self, job_id: UUID, parent_id: UUID, owner_id: str | None
     ) -> Job | None:
@@ -132,27 +162,47 @@ class WorkerTransaction:
 
         None if the parent is unknown (purged, or not a job of ours).
         """
-        parent = await self._parent(parent_id)
-        if parent is None:
-            return None
-        now = utc_now()
-        await self._connection.execute(
-            insert(Job)
-            .values(
-                id=job_id,
-                owner_id=owner_id or parent.owner_id,
-                type=str(JobType.ARCHIVE),
-                status=str(JobStatus.ACCEPTED),
-                parent_id=parent_id,
-                attempt=0,
-                attempts=[],
-                created_at=now,
-                updated_at=now,
-                priority=parent.priority,  # children run at their parent's priority
+        return (await self.find_or_add_bulk_children([(job_id, parent_id, owner_id)])).get(job_id)
+
+    async def find_or_add_bulk_children(
+        self, children: Sequence[tuple[UUID, UUID, str | None]]
+    ) -> dict[UUID, Job]:
+        """:meth:`find_or_add_bulk_child` for each ``(job_id, parent_id, owner_id)``.
+
+        Three statements however many: the parents, one insert, the rows (locked). A child
+        whose parent is unknown is left out.
+        """
+        parent_ids = sorted({parent_id for _, parent_id, _ in children})
+        parents = {
+            row.id: row
+            for row in await self._connection.execute(
+                select(Job.id, Job.owner_id, Job.priority).where(col(Job.id).in_(parent_ids))
             )
-            .on_conflict_do_nothing(index_elements=["id"])
+        }
+        now = utc_now()
+        rows = [
+            {
+                "id": job_id,
+                "owner_id": owner_id or parents[parent_id].owner_id,
+                "type": str(JobType.ARCHIVE),
+                "status": str(JobStatus.ACCEPTED),
+                "parent_id": parent_id,
+                "attempt": 0,
+                "attempts": [],
+                "created_at": now,
+                "updated_at": now,
+                "priority": parents[parent_id].priority,  # children run at their parent's
+            }
+            for job_id, parent_id, owner_id in children
+            if parent_id in parents
+        ]
+        if not rows:
+            return {}
+        # Parameters, not `.values(rows)`: one cached statement, its rows sent as one batch.
+        await self._connection.execute(
+            insert(Job).on_conflict_do_nothing(index_elements=["id"]), rows
         )
-        return await self.find_job(job_id)
+        return await self.find_jobs(row["id"] for row in rows)
 
     async def advance_job(
         self,
@@ -179,6 +229,23 @@ class WorkerTransaction:
         if status in TERMINAL_STATUSES and job.parent_id is not None:
             self.parents_to_count.add(job.parent_id)
         return True
+
+    async def succeed_jobs(self, results: Sequence[tuple[Job, dict[str, Any]]]) -> int:
+        """:meth:`advance_job` to `succeeded` with its result, for each ``(job, result)``.
+
+        One statement (its rows sent as one batch) for the jobs that move; returns how many.
+        """
+        now, moving, seen = utc_now(), [], set()
+        for job, result in results:
+            if job.id in seen or not moves_forward(job, JobStatus.SUCCEEDED, None):
+                continue
+            seen.add(job.id)
+            moving.append({"b_id": job.id, "b_result": result, "b_updated_at": now})
+            if job.parent_id is not None:
+                self.parents_to_count.add(job.parent_id)
+        if moving:
+            await self._connection.execute(_SUCCEED, moving)
+        return len(moving)
 
     async def lose_chunk(
         self, chunk_id: UUID, parent_id: UUID, status: JobStatus, error: str
