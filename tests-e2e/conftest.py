@@ -19,7 +19,7 @@ import pytest
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Platform, private_platform  # noqa: E402
+from harness import Platform, private_platform
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,9 @@ def _causal_chain(spans: list[ReceivedSpan]) -> list[ReceivedSpan] | None:
 
     for worker in spans:
         if (worker.service, worker.kind, worker.name) != (
-            "notes-api-worker", CONSUMER, "notes.archived.v1 process"
+            "notes-api-worker",
+            CONSUMER,
+            "notes.archived.v1 process",
         ):
             continue
         published = parent(worker)
@@ -59,14 +61,16 @@ def test_the_archive_flow_is_one_trace_from_http_to_the_worker(platform: Platfor
     trace = job["trace_id"]
     chain = platform.otlp.wait_for(lambda _: _causal_chain(platform.otlp.spans(trace)))  # type: ignore[union-attr]
 
-    http, relay, archiver, published, worker = chain
+    http, relay, archiver, published, _worker = chain
     assert (http.service, http.kind, http.name) == (
-        "notes-api", SERVER, "POST /v1/notes/{note_id}/archive"
+        "notes-api",
+        SERVER,
+        "POST /v1/notes/{note_id}/archive",
     )
     assert (relay.service, relay.kind) == ("notes-api-worker", PRODUCER)  # the outbox relay
     assert relay.name.startswith("{jobs.archive}")
     assert (archiver.service, archiver.kind) == ("archiver", CONSUMER)
-    assert "jobs.archive" in str(archiver.attributes.get("messaging.destination.name")), archiver.attributes
+    assert "jobs.archive" in str(archiver.attributes.get("messaging.destination.name"))
     assert (published.service, published.kind) == ("archiver", PRODUCER)
     assert all(s.trace_id == trace for s in chain)
     starts = [s.start_ns for s in chain]

@@ -14,7 +14,7 @@ TERMINAL = frozenset({"succeeded", "failed", "dead", "skipped", "cancelled"})
 
 
 def wait_finished(client: httpx.Client, job_id: str, within: float = 60.0) -> dict[str, Any]:
-    """Poll ``GET /v1/jobs/{id}`` until the job is terminal; return it (fail with its last state)."""
+    """Poll ``GET /v1/jobs/{id}`` until the job is terminal; return it (fail with its state)."""
     last: dict[str, Any] = {}
 
     def terminal() -> dict[str, Any] | None:

@@ -112,7 +112,7 @@ class OtlpReceiver:
                 self.end_headers()
                 self.wfile.write(reply)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # one line per export would drown the test output
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -135,9 +135,7 @@ class OtlpReceiver:
         with self._lock:
             return [s for s in self._spans if trace_id is None or s.trace_id == trace_id]
 
-    def wait_for(
-        self, predicate: Callable[[list[ReceivedSpan]], T], within: float = 30.0
-    ) -> T:
+    def wait_for(self, predicate: Callable[[list[ReceivedSpan]], T], within: float = 30.0) -> T:
         """Poll ``predicate(spans())`` until truthy and return its value; fail with what arrived."""
         deadline = time.monotonic() + within
         while True:

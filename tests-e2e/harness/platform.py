@@ -16,7 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -127,7 +127,7 @@ class Platform:
             running.append(
                 (
                     command,
-                    subprocess.Popen(  # noqa: S603 - our console scripts
+                    subprocess.Popen(
                         [str(BIN / command[0]), *command[1:]], env=env, stdout=log, stderr=log
                     ),
                     log,
@@ -163,13 +163,13 @@ class Platform:
             env["HOST"] = "127.0.0.1"
         env.update(extra_env)
         with (self.logs / f"{process_id}.log").open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - our console scripts
+            process = subprocess.Popen(
                 [str(BIN / spec.command[0]), *spec.command[1:]],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only sets the parent-death signal
+                preexec_fn=die_with_parent(),
             )
         self.processes[process_id] = _Running(name, replica, ops_port, env, process, extra_env)
         if wait:
@@ -203,12 +203,12 @@ class Platform:
 
     def metrics(self, process_id: str) -> str:
         """The process's ``/metrics`` text."""
-        with urllib.request.urlopen(self.ops_url(process_id) + "/metrics", timeout=5) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(self.ops_url(process_id) + "/metrics", timeout=5) as r:
             return str(r.read().decode())
 
     def _ops_status(self, process_id: str, path: str) -> int:
         try:
-            with urllib.request.urlopen(self.ops_url(process_id) + path, timeout=1) as r:  # noqa: S310 - loopback
+            with urllib.request.urlopen(self.ops_url(process_id) + path, timeout=1) as r:
                 return int(r.status)
         except urllib.error.HTTPError as error:
             return int(error.code)
@@ -263,9 +263,9 @@ class Platform:
         """A new API key for ``owner``, made by notes-api's own ``create_key`` (what
         ``notes-api create-key`` runs) in this process: a subprocess would cost each test a
         Python start and notes-api's imports (3 s on a loaded machine)."""
-        from notes_api.auth import create_key
         from sqlalchemy.ext.asyncio import create_async_engine
 
+        from notes_api.auth import create_key
         from servicekit.settings import asyncpg_url
 
         async def run() -> str:
@@ -284,12 +284,18 @@ class Platform:
         )
 
     def sql(self, query: str, *args: Any) -> Any:
-        """``fetchval`` of one query on the platform's database."""
+        """``fetchval`` of one query on the platform's database (None for a statement)."""
+        return self._database(lambda connection: connection.fetchval(query, *args))
 
+    def rows(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Every row of one query on the platform's database."""
+        return self._database(lambda connection: connection.fetch(query, *args))  # type: ignore[no-any-return]
+
+    def _database(self, use: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
         async def run() -> Any:
             connection = await asyncpg.connect(self.env["DATABASE_URL"])
             try:
-                return await connection.fetchval(query, *args)
+                return await use(connection)
             finally:
                 await connection.close()
 

@@ -80,7 +80,7 @@ class PrivatePostgres:
         return asyncio.run(create_database(self.admin_url, name))
 
     def start(self) -> None:
-        """initdb on the first call, then start the cluster and wait until it accepts connections."""
+        """initdb on the first call, then start the cluster; returns once it accepts connections."""
         if not (self.data / "PG_VERSION").exists():
             init = ["--auth=trust", "-U", "postgres", "--encoding=UTF8", "--no-locale", "--no-sync"]
             self._run("initdb", "-D", str(self.data), *init)
@@ -143,7 +143,7 @@ class PrivatePostgres:
         command = [str(self.bin / program), *args]
         if self.as_user:
             command = ["runuser", "-u", self.as_user, "--", *command]
-        result = subprocess.run(  # noqa: S603 - PostgreSQL's own tools, our arguments
+        result = subprocess.run(
             command, cwd=self.home, stdin=subprocess.DEVNULL, capture_output=True, text=True
         )
         if result.returncode != 0:

@@ -65,7 +65,7 @@ class PrivateRedis:
         self.tls = tls
         self.acl_file = acl_file
         self.admin = admin
-        self.port = 0  # chosen at the first start, kept by restarts
+        self.port = free_port()  # known before the start (for URLs), kept by restarts
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "redis.log"
 
@@ -95,8 +95,6 @@ class PrivateRedis:
         """Start the server (on the same port as before, if it ran before) and wait for PING."""
         assert self.process is None or self.process.poll() is not None, "already running"
         self.directory.mkdir(parents=True, exist_ok=True)
-        if not self.port:
-            self.port = free_port()
         command = [
             redis_server_binary(),
             "--bind", "127.0.0.1", "--dir", str(self.directory), "--logfile", str(self.log),
@@ -113,18 +111,19 @@ class PrivateRedis:
             command += ["--port", str(self.port)]
         if self.acl_file:
             command += ["--aclfile", str(self.acl_file)]
-        self.process = subprocess.Popen(  # noqa: S603 - a fixed binary, our arguments
+        self.process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent(),  # noqa: PLW1509 - only sets the parent-death signal
+            preexec_fn=die_with_parent(),
         )
         poll(self._answers, 30, f"redis-server answers PING on port {self.port}", seen=self._seen)
 
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"redis-server exited {self.process.returncode}:\n{tail(self.log)}")
+            code = self.process.returncode
+            raise AssertionError(f"redis-server exited {code}:\n{tail(self.log)}")
         try:
             with self.client(socket_timeout=1, socket_connect_timeout=1) as client:
                 return bool(client.ping())
