@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from harness import Platform, PrivateRedis, catalogue, private_platform, wait_finished
+from harness import Platform, PrivateRedis, archive_a_note, catalogue, private_platform
 from harness.secure_redis import ADMIN, acl_password, make_tls, render_acl
 
 
@@ -64,16 +64,7 @@ def test_the_archive_flow_runs_over_tls_each_process_as_its_own_user(
     assert platform.env["REDIS_URL"].startswith("rediss://")
     with platform.redis_client() as admin:
         admin.acl_log_reset()
-        with platform.client(platform.create_key("tls-alice")) as client:
-            note = client.post("/v1/notes", json={"title": "over tls", "body": "b"})
-            assert note.status_code == 201, note.text
-            accepted = client.post(f"/v1/notes/{note.json()['id']}/archive", json={})
-            assert accepted.status_code == 202, accepted.text
-
-            job = wait_finished(client, accepted.json()["job_id"])
-
-            assert job["status"] == "succeeded", job
-            assert client.get(f"/v1/notes/{note.json()['id']}").json()["archived_at"] is not None
+        archive_a_note(platform, "tls-alice")
         assert admin.acl_log() == []  # every command of the flow was within its user's grant
         # notes-api connects at its first rate-limited request; the others as they start.
         connected = {c["user"] for c in admin.client_list()}
