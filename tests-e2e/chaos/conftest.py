@@ -1,0 +1,83 @@
+"""Chaos fixtures and the suite's summary: one line per scenario with its figures, then the total.
+
+The platform runs on the harness's private Redis and PostgreSQL (the scenarios kill and stop
+them), with a per-second schedule so the scheduler and notes-api-worker's command handling work
+the whole time, and a short idempotency claim lock so a request killed mid-way is retried within
+seconds rather than a minute.
+
+`pytest_terminal_summary` prints, even under `-q`, a line for every test marked `chaos` in the
+session (its figures when it recorded some with the `figures` fixture, else its outcome and
+duration) and `chaos: N passed, N failed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from _pytest.terminal import TerminalReporter
+
+from harness import Platform, private_platform
+
+FIGURES = "chaos-figures"
+PER_SECOND_SCHEDULE = """
+[[schedule]]
+name = "chaos-every-second"
+cron = "* * * * * *"
+event = "commands.purge_idempotency_keys.v1"
+payload = { older_than = { seconds_before_tick = 0 } }
+overlap = "allow"
+catch_up = "all"
+catch_up_window_seconds = 300
+"""
+
+
+@pytest.fixture(scope="module")
+def chaos_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    """Every process on private servers; at the end each must stop with SIGTERM and exit 0."""
+    directory = tmp_path_factory.mktemp("chaos")
+    schedules = directory / "schedules.toml"
+    schedules.write_text(PER_SECOND_SCHEDULE)
+    env = {"SCHEDULES_FILE": str(schedules), "IDEMPOTENCY_LOCK_SECONDS": "10"}
+    with private_platform(directory, env=env) as platform:
+        yield platform
+        codes = platform.close()
+        assert set(codes.values()) <= {0}, f"not every process stopped cleanly: {codes}"
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record the scenario's figures line (printed in the chaos summary, passed or failed)."""
+
+    def record(line: str) -> None:
+        request.node.user_properties.append((FIGURES, line))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
+    outcomes: dict[str, str] = {}
+    lines: dict[str, str] = {}
+    durations: dict[str, float] = {}
+    for status in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(status, []):
+            if "chaos" not in getattr(report, "keywords", {}):
+                continue
+            node = report.nodeid
+            durations[node] = durations.get(node, 0.0) + getattr(report, "duration", 0.0)
+            if status in ("failed", "error") or node not in outcomes:
+                outcomes[node] = "failed" if status == "error" else status
+            for name, value in getattr(report, "user_properties", []):
+                if name == FIGURES:
+                    lines[node] = value
+    if not outcomes:
+        return
+    terminalreporter.section("chaos")
+    for node, outcome in outcomes.items():
+        detail = lines.get(node, f"{durations[node]:.0f} s")
+        terminalreporter.write_line(f"{outcome.upper():7} {node.rsplit('::', 1)[-1]}: {detail}")
+    passed = sum(1 for o in outcomes.values() if o == "passed")
+    failed = sum(1 for o in outcomes.values() if o == "failed")
+    skipped = len(outcomes) - passed - failed
+    total = f"chaos: {passed} passed, {failed} failed"
+    terminalreporter.write_line(total + (f", {skipped} skipped" if skipped else ""))
