@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
@@ -117,9 +117,7 @@ class History:
     def requests(self) -> int:
         """Logical requests (a request and its retries count once)."""
         with self._lock:
-            return (
-                len(self.notes) + len(self.jobs) + len(self.indeterminate) + len(self.refused)
-            )
+            return len(self.notes) + len(self.jobs) + len(self.indeterminate) + len(self.refused)
 
     @property
     def acknowledged(self) -> int:
@@ -254,7 +252,9 @@ def judge(history: History, effects: Effects) -> Verdict:
     _judge_notes(history, effects, notes_by_token, verdict)
     explained_copies = _judge_jobs(history, effects, copies_by_token, verdict)
     unexplained = [n for n in untitled if n.id not in explained_copies]
-    verdict.unexpected += [f"note {n.id} ({n.title!r}): no request explains it" for n in unexplained]
+    verdict.unexpected += [
+        f"note {n.id} ({n.title!r}): no request explains it" for n in unexplained
+    ]
     for schema, rows in sorted(effects.unpublished.items()):
         if rows:
             verdict.unfinished.append(f"{schema}.outbox: {rows} rows never published")
@@ -414,7 +414,9 @@ def judge_fanout(
             verdict.effects += 1
         if results[child] > 1:
             verdict.duplicated.append(f"child {child}: applied {results[child]} times")
-    verdict.unexpected += [f"child {c}: published, not asked" for c in published if c not in expected]
+    verdict.unexpected += [
+        f"child {c}: published, not asked" for c in published if c not in expected
+    ]
     verdict.unexpected += [
         f"snapshot of note {s.note_id} by job {s.job_id}: not a child of {parent}"
         for s in frozen.values()
@@ -442,7 +444,9 @@ def judge_ticks(
         verdict.lost.append("no tick fired")
         return verdict
     counts = Counter(ticks)
-    verdict.duplicated += [f"tick {t.isoformat()} fired {n} times" for t, n in counts.items() if n > 1]
+    verdict.duplicated += [
+        f"tick {t.isoformat()} fired {n} times" for t, n in counts.items() if n > 1
+    ]
     first, last = min(ticks), max(ticks)
     expected = [first + every * n for n in range(int((last - first) / every) + 1)]
     verdict.lost += [f"tick {t.isoformat()} never fired" for t in expected if t not in counts]
@@ -484,7 +488,7 @@ async def _collect(database_url: str, owner: str) -> Effects:
         unpublished = {
             schema: int(
                 await connection.fetchval(
-                    f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"  # noqa: S608 - fixed names
+                    f"SELECT count(*) FROM {schema}.outbox WHERE published_at IS NULL"
                 )
             )
             for schema in OUTBOX_SCHEMAS

@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from _pytest.terminal import TerminalReporter
-
 from harness import Platform, private_platform
 
 FIGURES = "chaos-figures"
+MARKED = "chaos-marked"
 PER_SECOND_SCHEDULE = """
 [[schedule]]
 name = "chaos-every-second"
@@ -55,21 +55,28 @@ def figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
     return record
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The report's keywords also hold node names (this folder is `chaos`): mark by the marker.
+    for item in items:
+        if item.get_closest_marker("chaos") is not None:
+            item.user_properties.append((MARKED, True))
+
+
 def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
     outcomes: dict[str, str] = {}
     lines: dict[str, str] = {}
     durations: dict[str, float] = {}
     for status in ("passed", "failed", "error", "skipped"):
         for report in terminalreporter.stats.get(status, []):
-            if "chaos" not in getattr(report, "keywords", {}):
+            properties = dict(getattr(report, "user_properties", []))
+            if MARKED not in properties:
                 continue
             node = report.nodeid
             durations[node] = durations.get(node, 0.0) + getattr(report, "duration", 0.0)
             if status in ("failed", "error") or node not in outcomes:
                 outcomes[node] = "failed" if status == "error" else status
-            for name, value in getattr(report, "user_properties", []):
-                if name == FIGURES:
-                    lines[node] = value
+            if FIGURES in properties:
+                lines[node] = properties[FIGURES]
     if not outcomes:
         return
     terminalreporter.section("chaos")

@@ -1,4 +1,4 @@
-"""The checker's judging, on histories and effects built by hand (no servers): each rule can fail."""
+"""The checker's judging on histories and effects built by hand (no servers): each rule can fail."""
 
 from __future__ import annotations
 
@@ -69,21 +69,26 @@ def test_an_acknowledged_note_that_is_not_stored_is_lost() -> None:
     history, effects = healthy_run()
     told_note(history, "n2")
     verdict = judge(history, effects)
-    assert [f for f in verdict.lost if "n2" in f] == [f"note n2: told {history.notes['n2']}, not stored"]
+    assert [f for f in verdict.lost if "n2" in f] == [
+        f"note n2: told {history.notes['n2']}, not stored"
+    ]
     assert not verdict.settled
 
 
 def test_a_note_that_never_reached_the_archiver_is_lost() -> None:
     history, effects = healthy_run()
     effects.archiver_notes.discard(history.notes["n1"])
-    assert judge(history, effects).lost == [f"note n1 ({history.notes['n1']}): never reached the archiver"]
+    assert judge(history, effects).lost == [
+        f"note n1 ({history.notes['n1']}): never reached the archiver"
+    ]
 
 
 def test_two_notes_for_one_idempotency_key_are_a_duplicate() -> None:
     history, effects = healthy_run()
     effects.notes.append(stored(uuid4(), "n1"))
     verdict = judge(history, effects)
-    assert len(verdict.duplicated) == 1 and verdict.duplicated[0].startswith("note n1: 2 notes")
+    assert len(verdict.duplicated) == 1
+    assert verdict.duplicated[0].startswith("note n1: 2 notes")
     assert not verdict.lost
 
 
@@ -102,9 +107,12 @@ def test_an_effect_of_a_refused_request_is_unexpected_and_of_an_unanswered_one_i
     history.gave_up("n3", "note")
     effects.notes += [stored(uuid4(), "n2"), stored(uuid4(), "n3")]
     verdict = judge(history, effects)
-    assert len(verdict.unexpected) == 1 and "refused with 500" in verdict.unexpected[0]
+    assert len(verdict.unexpected) == 1
+    assert "refused with 500" in verdict.unexpected[0]
     effects.notes.append(stored(uuid4(), "n3"))
-    assert any(f.startswith("note n3 (no answer): 2 notes") for f in judge(history, effects).duplicated)
+    assert any(
+        f.startswith("note n3 (no answer): 2 notes") for f in judge(history, effects).duplicated
+    )
 
 
 def test_an_archive_job_without_its_snapshot_or_flag_is_lost() -> None:
@@ -123,7 +131,8 @@ def test_a_job_applied_twice_is_a_duplicate() -> None:
     history, effects = healthy_run()
     effects.results[history.jobs["c1"].job_id] = 2
     [finding] = judge(history, effects).duplicated
-    assert finding.startswith("copy c1: job") and finding.endswith("applied 2 times (results emitted)")
+    assert finding.startswith("copy c1: job")
+    assert finding.endswith("applied 2 times (results emitted)")
 
 
 def test_a_second_job_row_for_one_request_is_a_duplicate_not_unexpected() -> None:
@@ -167,7 +176,8 @@ def test_a_job_snapshot_or_archived_flag_nobody_asked_for_is_unexpected() -> Non
     effects.snapshots.append(StoredSnapshot(other, 1, stray))
     verdict = judge(history, effects)
     assert len(verdict.unexpected) == 3, verdict.describe()
-    assert not verdict.lost and not verdict.duplicated
+    assert not verdict.lost
+    assert not verdict.duplicated
 
 
 def test_an_unanswered_job_request_may_have_one_effect() -> None:
@@ -213,7 +223,7 @@ def test_fanout_children_are_judged_one_each() -> None:
     verdict = judge_fanout(
         parent,
         notes,
-        Counter(children[:2] + [stray]),
+        Counter([*children[:2], stray]),
         [*snapshots[:2], StoredSnapshot(uuid4(), 1, stray)],
         Counter({children[0]: 2}),
     )
@@ -237,3 +247,11 @@ def test_verdicts_merge_and_describe_with_examples() -> None:
     text = merged.describe()
     assert text.splitlines()[0] == "lost 7 duplicated 1 unexpected 0 unfinished 0"
     assert "lost: ... and 2 more" in text
+
+
+def test_ticks_after_the_cutoff_are_not_judged_yet() -> None:
+    start = datetime(2026, 12, 7, 18, 0, tzinfo=UTC)
+    ticks = [start + timedelta(seconds=n) for n in range(5)]
+    verdict = judge_ticks(ticks, ticks[:3], until=ticks[2])
+    assert verdict.clean
+    assert verdict.effects == 3

@@ -16,15 +16,20 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
+from harness import Platform
 from redis.asyncio import Redis
 
-from contracts import COMMANDS_COMPLETED, COMMANDS_PURGE_IDEMPOTENCY_KEYS
-from contracts import CommandCompleted, PurgeExpiredIdempotencyKeys
-from harness import Platform
+from contracts import (
+    COMMANDS_COMPLETED,
+    COMMANDS_PURGE_IDEMPOTENCY_KEYS,
+    CommandCompleted,
+    PurgeExpiredIdempotencyKeys,
+)
 from servicekit import StreamKeys
 from servicekit.testing import read_events
 
@@ -63,6 +68,21 @@ def ticks_verdict(platform: Platform, until: datetime) -> Verdict:
     return judge_ticks(fired, handled, until=until)
 
 
+PAUSED = ("e2e-archiver", "e2e-notes-api-worker")
+
+
+def pending_of(platform: Platform, consumers: tuple[str, ...]) -> int:
+    """Entries pending on ``consumers`` in every group of every stream (XINFO CONSUMERS)."""
+    held = 0
+    with platform.redis_client() as redis:
+        for key in redis.scan_iter(_type="stream", count=1000):
+            for group in redis.xinfo_groups(key):
+                for consumer in redis.xinfo_consumers(key, group["name"]):
+                    if consumer["name"].decode() in consumers:
+                        held += int(consumer["pending"])
+    return held
+
+
 def dead_processes(platform: Platform) -> dict[str, int]:
     return {
         pid: code
@@ -90,16 +110,21 @@ def run_scenario(
     stopped_at = datetime.now(UTC)
     database = platform.env["DATABASE_URL"]
 
+    ticks = Verdict()
+
     def check() -> Verdict:
+        nonlocal ticks
         verdict = judge(workload.history, collect_effects(database, owner))
-        return verdict.merge(ticks_verdict(platform, stopped_at))
+        ticks = ticks_verdict(platform, stopped_at)
+        return verdict.merge(ticks)
 
     verdict, waited = settle(check, within=SETTLE_WITHIN)
     history = workload.history
     extra_text = "".join(f", {k} {v}" for k, v in extra.items())
     figures(
         f"requests {history.requests}, acknowledged {history.acknowledged}, effects "
-        f"{verdict.effects}, lost {len(verdict.lost)}, duplicated {len(verdict.duplicated)}, "
+        f"{verdict.effects - ticks.effects}, ticks {ticks.effects}, lost {len(verdict.lost)}, "
+        f"duplicated {len(verdict.duplicated)}, "
         f"unexpected {len(verdict.unexpected)}, unfinished {len(verdict.unfinished)}, "
         f"503s {history.statuses[503]}, 500s {history.statuses[500]}, network errors "
         f"{sum(history.errors.values())}, given up {len(history.indeterminate)}{extra_text}, "
@@ -141,10 +166,12 @@ def test_consumers_paused_past_the_visibility_timeout_lose_and_duplicate_nothing
     def pause_consumers(platform: Platform, workload: Workload) -> dict[str, str]:
         for name in ("archiver", "notes-api-worker"):
             platform.pause(name)
+        held = pending_of(platform, PAUSED)
         pause(20)
+        left = pending_of(platform, PAUSED)
         for name in ("archiver", "notes-api-worker"):
             platform.resume(name)
-        return {"paused": "20 s"}
+        return {"paused": "20 s", "entries held when paused": str(held), "after 20 s": str(left)}
 
     try:
         run_scenario(platform, figures, "sigstop", pause_consumers, seconds=40)
@@ -208,12 +235,13 @@ def test_every_service_sigtermed_under_load_exits_0_and_loses_nothing(
     def sigterm_everything(platform: Platform, workload: Workload) -> dict[str, str]:
         pause(3)
         process_ids = list(platform.processes)
-        codes = {process_id: platform.stop(process_id) for process_id in process_ids}
+        with ThreadPoolExecutor(len(process_ids)) as pool:  # SIGTERM to all at once
+            codes = dict(zip(process_ids, pool.map(platform.stop, process_ids), strict=True))
         assert set(codes.values()) == {0}, f"exit codes after SIGTERM under load: {codes}"
         platform.start_all(process_ids)
         return {"stopped": str(len(codes))}
 
-    run_scenario(chaos_platform, figures, "sigterm", sigterm_everything)
+    run_scenario(chaos_platform, figures, "sigterm", sigterm_everything, seconds=40)
 
 
 def test_scheduler_with_three_replicas_one_killed_fires_each_tick_once(

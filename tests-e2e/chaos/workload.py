@@ -1,4 +1,4 @@
-"""A steady stream of API writes and jobs, run in background threads while a scenario injects a fault.
+"""A steady stream of API writes and jobs, in background threads while a scenario injects a fault.
 
 Each client thread creates notes and asks archive and copy jobs of some of them, every request
 with an Idempotency-Key, and records what it was told into a `History`. Like a real client, it
@@ -68,7 +68,9 @@ class Workload:
 
     def start(self) -> None:
         for n in range(self.clients):
-            thread = threading.Thread(target=self._run, args=(n,), name=f"workload-{n}", daemon=True)
+            thread = threading.Thread(
+                target=self._run, args=(n,), name=f"workload-{n}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -110,7 +112,11 @@ class Workload:
             self.failures.append(f"client {n}: {type(exc).__name__}: {exc}")
 
     def _one_round(self, client: httpx.Client, chance: random.Random, token: str) -> None:
-        body = {"title": NOTE_TITLE.format(token=token), "body": "chaos workload", "tags": ["chaos"]}
+        body = {
+            "title": NOTE_TITLE.format(token=token),
+            "body": "chaos workload",
+            "tags": ["chaos"],
+        }
         answer = self._call(client, token, "note", "/v1/notes", body)
         if answer is None or answer.status_code != 201:
             return
@@ -120,7 +126,9 @@ class Workload:
             self._job(client, f"{token}-a", "archive", note_id, None)
         if chance.random() < self.copy_share:
             copy_token = f"{token}-c"
-            self._job(client, copy_token, "copy", note_id, {"title": COPY_TITLE.format(token=copy_token)})
+            self._job(
+                client, copy_token, "copy", note_id, {"title": COPY_TITLE.format(token=copy_token)}
+            )
 
     def _job(
         self,
