@@ -44,8 +44,12 @@ key: sync ## create an API key: make key owner=you (prints the key alone)
 stop: ## stop embedded servers a killed `make run` left under .local/
 	@$(UV) run --no-sync devstack stop
 
-test: sync ## all tests except the long chaos suite
-	$(UV) run --locked pytest -m "not chaos" $(PYTEST_ARGS)
+# `make test` runs on pytest-xdist, a worker per core. --dist loadfile keeps each file on one
+# worker, so an e2e module's platform (private Redis, PostgreSQL and every process) starts once;
+# every test has its own database and key prefix, so no two collide. XDIST= runs one at a time.
+XDIST ?= -n auto --dist loadfile
+test: sync ## all tests except the long chaos suite (in parallel: XDIST= for one at a time)
+	$(UV) run --locked pytest -m "not chaos" $(XDIST) $(PYTEST_ARGS)
 
 chaos: sync ## full-size and process-killing tests
 	$(UV) run --locked pytest -m chaos $(PYTEST_ARGS); rc=$$?; \

@@ -1,59 +1,115 @@
-"""From an HTTP request to a finished job, across notes-api, Redis Streams, archiver and back."""
+"""From an HTTP request to a finished job, across notes-api, Redis Streams, archiver and back.
 
-import json
-import time
-from typing import Any
+One platform for the module (private Redis and PostgreSQL, spans exported to the harness's OTLP
+receiver); each test has its own owner.
+"""
 
-from redis import Redis
+from __future__ import annotations
 
-from contracts import JOBS_LIFECYCLE
-from servicekit import StreamKeys
+from harness import Platform, ReceivedSpan, wait_finished
 
-Platform = Any  # the `platform` fixture of conftest.py
-
-
-def poll(probe, within: float = 30.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        time.sleep(0.05)
+SERVER, PRODUCER, CONSUMER = 2, 4, 5  # opentelemetry.proto.trace.v1.Span.SpanKind
 
 
-def finished(client, job_id: str):  # type: ignore[no-untyped-def]
-    job = client.get(f"/v1/jobs/{job_id}").json()
-    return job if job["status"] in {"succeeded", "failed", "dead", "skipped", "cancelled"} else None
-
-
-def test_archive_job_runs_end_to_end_in_one_trace(platform: Platform, redis_url: str) -> None:
+def test_archive_job_succeeds_and_archives_the_note(platform: Platform) -> None:
     with platform.client(platform.create_key("alice")) as client:
         note = client.post("/v1/notes", json={"title": "hello", "body": "world", "tags": ["e2e"]})
-        assert note.status_code == 201
+        assert note.status_code == 201, note.text
         accepted = client.post(f"/v1/notes/{note.json()['id']}/archive", json={})
-        assert accepted.status_code == 202
-        job = poll(lambda: finished(client, accepted.json()["job_id"]))
-        assert job["status"] == "succeeded"
+        assert accepted.status_code == 202, accepted.text
+
+        job = wait_finished(client, accepted.json()["job_id"])
+
+        assert job["status"] == "succeeded", job
         assert client.get(f"/v1/notes/{note.json()['id']}").json()["archived_at"] is not None
-    # The archiver's consumer span joined the trace of the HTTP request that created the job.
-    lifecycle = Redis.from_url(redis_url).xrange(
-        StreamKeys(platform.env["STREAM_PREFIX"]).stream(JOBS_LIFECYCLE)
+
+
+def _causal_chain(spans: list[ReceivedSpan]) -> list[ReceivedSpan] | None:
+    """notes-api's HTTP span → the outbox relay's publish → the archiver's job span → (its
+    notes.archived publish) → notes-api-worker's span for notes.archived, each the parent of the
+    next; None until every link has arrived."""
+    by_id = {s.span_id: s for s in spans}
+
+    def parent(span: ReceivedSpan) -> ReceivedSpan | None:
+        return by_id.get(span.parent_span_id or "")
+
+    for worker in spans:
+        if (worker.service, worker.kind, worker.name) != (
+            "notes-api-worker",
+            CONSUMER,
+            "notes.archived.v1 process",
+        ):
+            continue
+        published = parent(worker)
+        archiver = published and parent(published)
+        relay = archiver and parent(archiver)
+        http = relay and parent(relay)
+        if published and archiver and relay and http:
+            return [http, relay, archiver, published, worker]
+    return None
+
+
+def test_the_archive_flow_is_one_trace_from_http_to_the_worker(platform: Platform) -> None:
+    """The spans arrive through each process's real OTLP exporter at the harness's receiver."""
+    assert platform.otlp is not None
+    with platform.client(platform.create_key("tracy")) as client:
+        note = client.post("/v1/notes", json={"title": "traced", "body": "b"}).json()
+        accepted = client.post(f"/v1/notes/{note['id']}/archive", json={}).json()
+        job = wait_finished(client, accepted["job_id"])
+        assert job["status"] == "succeeded", job
+
+    trace = job["trace_id"]
+    chain = platform.otlp.wait_for(lambda _: _causal_chain(platform.otlp.spans(trace)))  # type: ignore[union-attr]
+
+    http, relay, archiver, published, _worker = chain
+    assert (http.service, http.kind, http.name) == (
+        "notes-api",
+        SERVER,
+        "POST /v1/notes/{note_id}/archive",
     )
-    bodies = [json.loads(fields[b"__data__"])["body"] for _, fields in lifecycle]
-    started = [b for b in bodies if b["type"] == "jobs.lifecycle.started.v1"]
-    assert started
-    assert started[0]["trace_id"] == job["trace_id"]
+    assert (relay.service, relay.kind) == ("notes-api-worker", PRODUCER)  # the outbox relay
+    assert relay.name.startswith("{jobs.archive}")
+    assert (archiver.service, archiver.kind) == ("archiver", CONSUMER)
+    assert "jobs.archive" in str(archiver.attributes.get("messaging.destination.name"))
+    assert (published.service, published.kind) == ("archiver", PRODUCER)
+    assert all(s.trace_id == trace for s in chain)
+    starts = [s.start_ns for s in chain]
+    assert starts == sorted(starts), [str(s) for s in chain]  # causal order in time as well
 
 
 def test_copy_job_creates_exactly_one_copy_for_the_same_owner(platform: Platform) -> None:
     with platform.client(platform.create_key("bob")) as client:
         source = client.post("/v1/notes", json={"title": "original", "body": "text"}).json()
         accepted = client.post(f"/v1/notes/{source['id']}/copy", json={"title": "copy"}).json()
-        job = poll(lambda: finished(client, accepted["job_id"]))
-        assert job["status"] == "succeeded"
+
+        job = wait_finished(client, accepted["job_id"])
+
+        assert job["status"] == "succeeded", job
+        assert job["result"]["note_id"] != source["id"]
         copy = client.get(f"/v1/notes/{job['result']['note_id']}")
         assert copy.status_code == 200
         assert (copy.json()["title"], copy.json()["body"]) == ("copy", "text")
         titles = [n["title"] for n in client.get("/v1/notes").json()["items"]]
         assert sorted(titles) == ["copy", "original"]
+
+
+def test_an_idempotency_key_replays_the_archive_request_with_one_effect(
+    platform: Platform,
+) -> None:
+    owner = "idem"
+    with platform.client(platform.create_key(owner)) as client:
+        note = client.post("/v1/notes", json={"title": "once", "body": "b"}).json()
+        headers = {"Idempotency-Key": "archive-once"}
+        first = client.post(f"/v1/notes/{note['id']}/archive", json={}, headers=headers)
+        job = wait_finished(client, first.json()["job_id"])
+        again = client.post(f"/v1/notes/{note['id']}/archive", json={}, headers=headers)
+
+        assert first.status_code == again.status_code == 202
+        assert again.json() == first.json()
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        assert "Idempotent-Replayed" not in first.headers
+        assert job["status"] == "succeeded", job
+        jobs = client.get("/v1/jobs").json()["items"]
+        assert [j["id"] for j in jobs if j["type"] == "archive"] == [first.json()["job_id"]]
+    snapshots = "SELECT count(*) FROM archiver.snapshots WHERE owner_id = $1"
+    assert platform.sql(snapshots, owner) == 1

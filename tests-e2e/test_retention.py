@@ -2,16 +2,13 @@
 
 Generic over services: the schemas are found in the database (every one with servicekit's
 `inbox`), not listed here, so a new service whose processes forget `database_retention` fails
-this test as soon as the `platform` fixture migrates and starts it.
+this test as soon as the harness migrates and starts it. Purging runs as a process starts (then
+hourly), so this test seeds a migrated platform of its own before starting its processes.
 """
 
-from typing import Any
+from pathlib import Path
 
-import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from servicekit.testing import eventually
+from harness import poll, private_platform
 
 EXPIRED = "now() - interval '30 days'"  # past every default retention period
 _SEED = (
@@ -24,47 +21,33 @@ _SEED = (
 )
 _LEFT = (
     "SELECT (SELECT count(*) FROM {schema}.inbox WHERE consumer_group = 'e2e-old')"
-    " + (SELECT count(*) FROM {schema}.outbox WHERE stream = 'e2e.v1'),"
-    " (SELECT count(*) FROM {schema}.inbox WHERE consumer_group = 'e2e-new')"
+    " + (SELECT count(*) FROM {schema}.outbox WHERE stream = 'e2e.v1') AS expired,"
+    " (SELECT count(*) FROM {schema}.inbox WHERE consumer_group = 'e2e-new') AS recent"
 )
 
 
-def _asyncpg(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+asyncpg://", 1)
-
-
-async def test_every_schema_with_an_inbox_has_its_expired_rows_purged_by_a_running_process(
-    migrated: dict[str, str], request: pytest.FixtureRequest
+def test_every_schema_with_an_inbox_has_its_expired_rows_purged_by_a_running_process(
+    tmp_path: Path,
 ) -> None:
-    engine = create_async_engine(_asyncpg(migrated["DATABASE_URL"]))
-    try:
-        async with engine.begin() as connection:
-            found = await connection.execute(
-                text(
-                    "SELECT table_schema FROM information_schema.tables WHERE table_name = 'inbox'"
-                )
-            )
-            schemas = sorted(row.table_schema for row in found)
-            assert {"notes", "archiver"} <= set(schemas)
-            for schema in schemas:
-                for statement in _SEED:
-                    await connection.execute(text(statement.format(schema=schema)))
+    with private_platform(tmp_path, start=False) as platform:
+        found = platform.rows(
+            "SELECT table_schema FROM information_schema.tables WHERE table_name = 'inbox'"
+        )
+        schemas = sorted(row["table_schema"] for row in found)
+        assert {"notes", "archiver"} <= set(schemas)
+        for schema in schemas:
+            for statement in _SEED:
+                platform.sql(statement.format(schema=schema))
 
-        request.getfixturevalue("platform")  # start every process only now
+        platform.start_all()  # every process only now
 
-        async def left() -> dict[str, Any]:
-            async with engine.connect() as connection:
-                counts = [await connection.execute(text(_LEFT.format(schema=s))) for s in schemas]
-                return {schema: tuple(c.one()) for schema, c in zip(schemas, counts, strict=True)}
+        def left() -> dict[str, tuple[int, int]]:
+            counts = {s: platform.rows(_LEFT.format(schema=s))[0] for s in schemas}
+            return {s: (row["expired"], row["recent"]) for s, row in counts.items()}
 
-        async def purged() -> bool:
-            return all(expired == 0 for expired, _ in (await left()).values())
-
-        try:
-            await eventually(purged, within=30)
-        except AssertionError as timeout:
-            left_over = await left()
-            raise AssertionError(f"expired rows left (expired, recent): {left_over}") from timeout
-        assert all(recent == 1 for _, recent in (await left()).values())  # recent rows stay
-    finally:
-        await engine.dispose()
+        poll(lambda: all(expired == 0 for expired, _ in left().values()), 60,
+             "expired inbox/outbox rows purged in every schema",
+             seen=lambda: f"(expired, recent) per schema {left()}")  # fmt: skip
+        assert all(recent == 1 for _, recent in left().values())  # recent rows stay
+        codes = platform.close()
+        assert codes == dict.fromkeys(codes, 0), codes

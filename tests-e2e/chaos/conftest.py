@@ -1,9 +1,10 @@
 """Chaos fixtures and the suite's summary: one line per scenario with its figures, then the total.
 
-The platform runs on the harness's private Redis and PostgreSQL (the scenarios kill and stop
-them), with a per-second schedule so the scheduler and notes-api-worker's command handling work
-the whole time, and a short idempotency claim lock so a request killed mid-way is retried within
-seconds rather than a minute.
+Scenarios use the e2e `platform` fixture (the harness's private Redis and PostgreSQL, which they
+kill and stop; one platform per module, every process required to exit 0 at the end). Here its
+environment adds a per-second schedule, so the scheduler and notes-api-worker's command handling
+work the whole time, and a short idempotency claim lock, so a request killed mid-way is retried
+within seconds rather than a minute.
 
 `pytest_terminal_summary` prints, even under `-q`, a line for every test marked `chaos` in the
 session (its figures when it recorded some with the `figures` fixture, else its outcome and
@@ -12,11 +13,10 @@ duration) and `chaos: N passed, N failed`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from _pytest.terminal import TerminalReporter
-from harness import Platform, private_platform
 
 FIGURES = "chaos-figures"
 MARKED = "chaos-marked"
@@ -33,16 +33,11 @@ catch_up_window_seconds = 300
 
 
 @pytest.fixture(scope="module")
-def chaos_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
-    """Every process on private servers; at the end each must stop with SIGTERM and exit 0."""
-    directory = tmp_path_factory.mktemp("chaos")
-    schedules = directory / "schedules.toml"
+def platform_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The e2e `platform` fixture's environment here: the per-second schedule, a 10 s claim lock."""
+    schedules = tmp_path_factory.mktemp("chaos") / "schedules.toml"
     schedules.write_text(PER_SECOND_SCHEDULE)
-    env = {"SCHEDULES_FILE": str(schedules), "IDEMPOTENCY_LOCK_SECONDS": "10"}
-    with private_platform(directory, env=env) as platform:
-        yield platform
-        codes = platform.close()
-        assert set(codes.values()) <= {0}, f"not every process stopped cleanly: {codes}"
+    return {"SCHEDULES_FILE": str(schedules), "IDEMPOTENCY_LOCK_SECONDS": "10"}
 
 
 @pytest.fixture

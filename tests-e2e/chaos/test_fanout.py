@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import Platform, poll
 
 from contracts import ArchiveRequested, Priority, job_stream
+from harness import Platform, poll
 from servicekit import StreamKeys
 from servicekit.jobs._codec import decode_entry
 
@@ -65,9 +65,8 @@ def children_published(platform: Platform, parent: uuid.UUID) -> Counter[uuid.UU
 
 
 def test_ten_thousand_note_bulk_archive_survives_fanout_killed_half_way(
-    chaos_platform: Platform, figures: Callable[[str], None]
+    platform: Platform, figures: Callable[[str], None]
 ) -> None:
-    platform = chaos_platform
     owner = f"chaos-bulk-{uuid.uuid4().hex[:8]}"
     key = platform.create_key(owner)
     begun = time.monotonic()

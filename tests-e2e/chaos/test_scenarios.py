@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
-from harness import Platform
 from redis.asyncio import Redis
 
 from contracts import (
@@ -30,6 +29,7 @@ from contracts import (
     CommandCompleted,
     PurgeExpiredIdempotencyKeys,
 )
+from harness import Platform
 from servicekit import StreamKeys
 from servicekit.testing import read_events
 
@@ -140,7 +140,7 @@ def run_scenario(
 
 
 def test_consumers_sigkilled_repeatedly_lose_and_duplicate_nothing(
-    chaos_platform: Platform, figures: Callable[[str], None]
+    platform: Platform, figures: Callable[[str], None]
 ) -> None:
     def kill_consumers(platform: Platform, workload: Workload) -> dict[str, str]:
         kills = 0
@@ -152,15 +152,14 @@ def test_consumers_sigkilled_repeatedly_lose_and_duplicate_nothing(
             kills += 1
         return {"kills": str(kills)}
 
-    run_scenario(chaos_platform, figures, "sigkill", kill_consumers)
+    run_scenario(platform, figures, "sigkill", kill_consumers)
 
 
 def test_consumers_paused_past_the_visibility_timeout_lose_and_duplicate_nothing(
-    chaos_platform: Platform, figures: Callable[[str], None]
+    platform: Platform, figures: Callable[[str], None]
 ) -> None:
     """A second replica takes over the paused one's entries (after 15 s, the runtime's default
     visibility timeout); the paused one then wakes holding entries it no longer owns."""
-    platform = chaos_platform
     second = [platform.start(name, replica=1) for name in ("archiver", "notes-api-worker")]
 
     def pause_consumers(platform: Platform, workload: Workload) -> dict[str, str]:
@@ -181,7 +180,7 @@ def test_consumers_paused_past_the_visibility_timeout_lose_and_duplicate_nothing
 
 
 def test_redis_killed_and_restarted_api_keeps_answering_and_the_outbox_drains(
-    chaos_platform: Platform, figures: Callable[[str], None]
+    platform: Platform, figures: Callable[[str], None]
 ) -> None:
     outage: dict[str, float] = {}
 
@@ -198,13 +197,12 @@ def test_redis_killed_and_restarted_api_keeps_answering_and_the_outbox_drains(
         assert during[500] == 0, f"500s while Redis was down; answers {dict(during)}"
         return {"201s while Redis down": str(during[201])}
 
-    run_scenario(chaos_platform, figures, "redis", kill_redis)
+    run_scenario(platform, figures, "redis", kill_redis)
 
 
 def test_postgres_stopped_and_started_api_answers_503_and_recovers_without_restart(
-    chaos_platform: Platform, figures: Callable[[str], None]
+    platform: Platform, figures: Callable[[str], None]
 ) -> None:
-    platform = chaos_platform
     pids = {process_id: platform.pid(process_id) for process_id in platform.processes}
 
     def stop_postgres(platform: Platform, workload: Workload) -> dict[str, str]:
@@ -230,7 +228,7 @@ def test_postgres_stopped_and_started_api_answers_503_and_recovers_without_resta
 
 
 def test_every_service_sigtermed_under_load_exits_0_and_loses_nothing(
-    chaos_platform: Platform, figures: Callable[[str], None]
+    platform: Platform, figures: Callable[[str], None]
 ) -> None:
     def sigterm_everything(platform: Platform, workload: Workload) -> dict[str, str]:
         pause(3)
@@ -241,14 +239,13 @@ def test_every_service_sigtermed_under_load_exits_0_and_loses_nothing(
         platform.start_all(process_ids)
         return {"stopped": str(len(codes))}
 
-    run_scenario(chaos_platform, figures, "sigterm", sigterm_everything, seconds=40)
+    run_scenario(platform, figures, "sigterm", sigterm_everything, seconds=40)
 
 
 def test_scheduler_with_three_replicas_one_killed_fires_each_tick_once(
-    chaos_platform: Platform, figures: Callable[[str], None]
+    platform: Platform, figures: Callable[[str], None]
 ) -> None:
     """Ticks are judged by every scenario; here two more replicas run and the first is killed."""
-    platform = chaos_platform
     extra = [platform.start("scheduler", replica=n) for n in (1, 2)]
 
     def kill_a_replica(platform: Platform, workload: Workload) -> dict[str, str]:
