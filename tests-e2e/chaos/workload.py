@@ -77,7 +77,8 @@ class Workload:
     def stop(self, within: float | None = None) -> None:
         """Ask no new requests; wait for the ones under way to get an answer or give up."""
         self._stop.set()
-        deadline = time.monotonic() + (within or self.give_up_after + 60)
+        within = within or self.give_up_after + 60
+        deadline = time.monotonic() + within
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in self._threads if t.is_alive()]
