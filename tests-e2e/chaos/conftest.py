@@ -76,7 +76,8 @@ def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
         return
     terminalreporter.section("chaos")
     for node, outcome in outcomes.items():
-        detail = lines.get(node, f"{durations[node]:.0f} s")
+        taken = f"{durations[node]:.0f} s"
+        detail = f"{lines[node]}; {taken} in all" if node in lines else taken
         terminalreporter.write_line(f"{outcome.upper():7} {node.rsplit('::', 1)[-1]}: {detail}")
     passed = sum(1 for o in outcomes.values() if o == "passed")
     failed = sum(1 for o in outcomes.values() if o == "failed")
