@@ -6,22 +6,14 @@ receiver); each test has its own owner.
 
 from __future__ import annotations
 
-from harness import Platform, ReceivedSpan, wait_finished
+from harness import Platform, ReceivedSpan, archive_a_note, wait_finished
 
 SERVER, PRODUCER, CONSUMER = 2, 4, 5  # opentelemetry.proto.trace.v1.Span.SpanKind
 
 
 def test_archive_job_succeeds_and_archives_the_note(platform: Platform) -> None:
-    with platform.client(platform.create_key("alice")) as client:
-        note = client.post("/v1/notes", json={"title": "hello", "body": "world", "tags": ["e2e"]})
-        assert note.status_code == 201, note.text
-        accepted = client.post(f"/v1/notes/{note.json()['id']}/archive", json={})
-        assert accepted.status_code == 202, accepted.text
-
-        job = wait_finished(client, accepted.json()["job_id"])
-
-        assert job["status"] == "succeeded", job
-        assert client.get(f"/v1/notes/{note.json()['id']}").json()["archived_at"] is not None
+    job = archive_a_note(platform, "alice")
+    assert job["type"] == "archive"
 
 
 def _causal_chain(spans: list[ReceivedSpan]) -> list[ReceivedSpan] | None:
@@ -52,11 +44,7 @@ def _causal_chain(spans: list[ReceivedSpan]) -> list[ReceivedSpan] | None:
 def test_the_archive_flow_is_one_trace_from_http_to_the_worker(platform: Platform) -> None:
     """The spans arrive through each process's real OTLP exporter at the harness's receiver."""
     assert platform.otlp is not None
-    with platform.client(platform.create_key("tracy")) as client:
-        note = client.post("/v1/notes", json={"title": "traced", "body": "b"}).json()
-        accepted = client.post(f"/v1/notes/{note['id']}/archive", json={}).json()
-        job = wait_finished(client, accepted["job_id"])
-        assert job["status"] == "succeeded", job
+    job = archive_a_note(platform, "tracy")
 
     trace = job["trace_id"]
     chain = platform.otlp.wait_for(lambda _: _causal_chain(platform.otlp.spans(trace)))  # type: ignore[union-attr]

@@ -3,6 +3,7 @@
 See tests-e2e/README.md for the API and how the fixtures use it.
 """
 
+from harness.flows import archive_a_note
 from harness.jobs import TERMINAL, wait_finished
 from harness.otlp import OtlpReceiver, ReceivedSpan
 from harness.platform import API, Platform, catalogue
@@ -21,6 +22,7 @@ __all__ = [
     "PrivateRedis",
     "ReceivedSpan",
     "RedisTls",
+    "archive_a_note",
     "catalogue",
     "poll",
     "private_platform",
