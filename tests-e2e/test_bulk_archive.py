@@ -3,7 +3,8 @@
 One platform per module (its own database and key prefix); each test uses owners of its own. A
 request's notes are created through the API and reach the archiver before the bulk request, so
 what is measured and judged is the fan-out: the chunk's children, their results and the parent's
-progress. The 10,000-note run (fanout SIGKILLed half-way through publishing) is in `make chaos`.
+progress. The 10,000-note run (fanout SIGKILLed half-way through publishing) is a chaos scenario:
+chaos/test_fanout.py.
 """
 
 from __future__ import annotations
@@ -164,9 +165,3 @@ def test_the_same_idempotency_key_gives_the_same_parent(platform: Platform) -> N
         assert snapshots(platform, owner) == 10
         jobs = client.get("/v1/jobs").json()["items"]
         assert [j["id"] for j in jobs if j["type"] == "bulk_archive"] == [first]
-
-
-@pytest.mark.chaos
-@pytest.mark.timeout(900)
-def test_ten_thousand_note_bulk_archive_survives_fanout_killed_half_way(platform: Platform) -> None:
-    archive_with_fanout_killed_half_way(platform, "bulk-chaos", 10_000)
