@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from contracts import JobType, Priority, job_stream
 from notes_api.app import create_app
 from notes_api.auth import create_key
 from notes_api.search_indexes import migrate_notes
@@ -177,3 +178,9 @@ async def redis_proxy(redis_url: str) -> AsyncIterator[TcpProxy]:
     await proxy.start()
     yield proxy
     await proxy.stop()
+
+
+def attempt(cls: type, job_id: str, n: int, **fields: Any) -> Any:
+    """A lifecycle event of attempt ``n`` of an archive job, as the archiver sends it."""
+    return cls(producer="archiver", job_id=uuid.UUID(job_id), job_type="archive", attempt=n,
+               stream=job_stream(JobType.ARCHIVE, Priority.DEFAULT), **fields)  # fmt: skip

@@ -23,8 +23,7 @@ from notes_api.settings import NotesApiSettings
 from notes_api.worker.handlers import mark_note_archived, record_job_status
 from notes_api.worker.store import WorkerStore
 
-from .conftest import create_note
-from .test_worker import attempt
+from .conftest import attempt, create_note
 
 OPERATOR_TOKEN = "operator-token-for-tests-0123456789abcdef"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}

@@ -37,7 +37,7 @@ from servicekit import OutboxRelay, ServiceSettings, StreamKeys, setup_telemetry
 from servicekit.jobs import JobOptions, Worker, publish
 from servicekit.testing import eventually
 
-from .conftest import count, create_note, outbox
+from .conftest import attempt, count, create_note, outbox
 
 ARCHIVE_STREAM = job_stream(JobType.ARCHIVE, Priority.DEFAULT)
 
@@ -59,11 +59,6 @@ async def _archive(client: httpx.AsyncClient, headers: dict[str, str], note: Any
 def archived(note: Any, job_id: str, **fields: Any) -> NoteArchived:
     return NoteArchived(producer="archiver", owner_id="alice", note_id=UUID(note["id"]),
                         version=note["version"], job_id=UUID(job_id), **fields)  # fmt: skip
-
-
-def attempt(cls: type, job_id: str, n: int, **fields: Any) -> Any:
-    return cls(producer="archiver", job_id=UUID(job_id), job_type="archive", attempt=n,
-               stream=ARCHIVE_STREAM, **fields)  # fmt: skip
 
 
 async def test_an_archive_result_sets_the_flag_and_the_job_succeeded_once(
