@@ -3,7 +3,9 @@
 import io
 from uuid import uuid4
 
+import asyncpg
 import httpx
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from notes_api.app import create_app
@@ -45,3 +47,24 @@ async def test_a_failing_statement_answers_without_its_parameters_in_the_log(
     assert "no_such_table" in output  # the statement is there, to find the bug
     assert SECRET_VALUE not in output
     assert SECRET_VALUE not in failed.text + rejected.text
+
+
+async def test_postgresql_refusing_while_it_shuts_down_answers_503_not_500(
+    settings: NotesApiSettings,
+) -> None:
+    # What `pg_ctl stop` makes a new connection get (SQLSTATE 57P03), as SQLAlchemy raises it: a
+    # plain DBAPIError, neither OperationalError nor a lost connection. Found by the chaos suite.
+    app = create_app(settings, setup_telemetry(settings, log_stream=io.StringIO()))
+    refusal = asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+
+    @app.get("/test/shutting-down")
+    async def shutting_down() -> None:
+        raise sa_exc.DBAPIError("SELECT 1", None, refusal)
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answer = await client.get("/test/shutting-down")
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert "Retry-After" in answer.headers

@@ -64,9 +64,21 @@ def problem_response(problem: Problem, instance: str | None = None) -> JSONRespo
     return JSONResponse(body, problem.status, headers=problem.headers, media_type=PROBLEM_JSON)
 
 
+# SQLSTATEs that say the server is going away or not there yet (08: connection exception; 57P01
+# admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now, e.g. "the database system is
+# shutting down"): PostgreSQL answered, but only to refuse. SQLAlchemy wraps 57P0x as a plain
+# DBAPIError, so they are told apart by their code, not their class.
+_UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` means PostgreSQL cannot be reached (as opposed to a bug or bad query)."""
     if isinstance(exc, OSError | TimeoutError | sa_exc.TimeoutError):
+        return True
+    if any(
+        str(getattr(link, "sqlstate", "") or "").startswith(_UNAVAILABLE_SQLSTATES)
+        for link in _error_chain(exc)
+    ):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
         return bool(
